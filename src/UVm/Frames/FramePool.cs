@@ -1,0 +1,351 @@
+using System.Runtime.CompilerServices;
+using UVm.Host;
+using UVm.Io;
+
+namespace UVm.Frames;
+
+/// <summary>
+/// The "physical memory" of UVm: one sparse <c>memfd</c> whose byte offsets are physical
+/// addresses (<c>Paddr</c>), mapped once read-write at a private host address (the linear
+/// map) so the library can read and write frame contents infallibly.
+/// </summary>
+/// <remarks>
+/// <para>Frames are reference counted: each mapping in a page table and each handle
+/// (<see cref="UFrame"/>, <see cref="USegment"/>) holds one reference. When the last goes, the
+/// frame is queued to be hole-punched; punching happens in batches (<see cref="PunchBatchFrames"/>),
+/// when an allocation finds no clean frame, or on <see cref="Trim"/>. Only punched (or never
+/// used) frames are handed out again, which is why every allocated frame reads as zero.</para>
+/// <para>Allocation works in chunks of 512 frames (2 MiB): small allocations fill one chunk
+/// at a time so frames allocated together are contiguous in <c>Paddr</c>; a segment of 512 or
+/// more frames starts on a chunk boundary.</para>
+/// <para>Thread-safe. Allocation and freeing take one pool lock; reference counts are atomic.</para>
+/// </remarks>
+public sealed unsafe class FramePool : IDisposable
+{
+    /// <summary>Frames per allocation chunk (2 MiB).</summary>
+    public const int ChunkFrames = 512;
+
+    /// <summary>Freed frames gathered before they are punched back to the host in one batch.</summary>
+    public const int PunchBatchFrames = 512;
+
+    /// <summary>Capacity of <see cref="Default"/>: 64 GiB of sparse address space in the memfd.</summary>
+    public const ulong DefaultCapacity = 64UL << 30;
+
+    private static readonly Lazy<FramePool> s_default = new(() => new FramePool(DefaultCapacity));
+
+    private readonly object _lock = new();
+    private readonly ulong[] _used;       // one bit per frame: allocated or waiting to be punched
+    private readonly int[] _chunkUsed;    // set bits per chunk
+    private readonly List<ulong> _dirty = new(PunchBatchFrames); // freed frame numbers not yet punched
+    private readonly int _fd;
+    private readonly byte* _linear;
+    private readonly int* _refs;          // one reference count per frame, in anonymous host memory
+    private readonly nuint _refsBytes;
+    private int _currentChunk = -1;      // where single frames are being carved from
+    private int _freshHint;              // where to look for an untouched chunk next
+    private long _inUse;
+    private long _punchCalls;
+    private int _disposed;
+
+    /// <summary>The process-wide pool that spaces use unless given another (64 GiB capacity).</summary>
+    public static FramePool Default => s_default.Value;
+
+    /// <summary>
+    /// Creates a pool of <paramref name="capacityBytes"/> bytes (a positive multiple of 2 MiB):
+    /// a sparse memfd of that size, its linear map and its metadata. Nothing is resident until used.
+    /// </summary>
+    /// <exception cref="ArgumentException">The capacity is zero, unaligned or above 16 TiB.</exception>
+    public FramePool(ulong capacityBytes)
+    {
+        if (capacityBytes == 0 || capacityBytes % (ChunkFrames * Paging.PageSize) != 0 || capacityBytes > (16UL << 40))
+            ThrowHelper.Argument("capacity must be a positive multiple of 2 MiB, at most 16 TiB", nameof(capacityBytes));
+        Capacity = capacityBytes;
+        TotalFrames = capacityBytes / Paging.PageSize;
+        _used = new ulong[TotalFrames / 64];
+        _chunkUsed = new int[TotalFrames / ChunkFrames];
+
+        _fd = Libc.MemfdCreate("uvm-frames", Libc.MFD_CLOEXEC);
+        if (_fd < 0) HostCall.Fail("memfd_create");
+        try
+        {
+            HostCall.Check(Libc.Ftruncate(_fd, (long)capacityBytes), "ftruncate of the frame pool");
+            _linear = (byte*)HostCall.CheckMap(
+                Libc.Mmap(0, (nuint)capacityBytes, Libc.PROT_READ | Libc.PROT_WRITE, Libc.MAP_SHARED | Libc.MAP_NORESERVE, _fd, 0),
+                "mmap of the linear map");
+            _refsBytes = (nuint)((TotalFrames * sizeof(int) + Paging.PageSize - 1) & ~(Paging.PageSize - 1));
+            _refs = (int*)HostCall.CheckMap(
+                Libc.Mmap(0, _refsBytes, Libc.PROT_READ | Libc.PROT_WRITE, Libc.MAP_PRIVATE | Libc.MAP_ANONYMOUS | Libc.MAP_NORESERVE, -1, 0),
+                "mmap of the frame metadata");
+        }
+        catch
+        {
+            if (_linear != null) Libc.Munmap((nint)_linear, (nuint)capacityBytes);
+            Libc.Close(_fd);
+            throw;
+        }
+        FileIdentity = HostCall.Identity(_fd);
+    }
+
+    /// <summary>Size of the pool in bytes.</summary>
+    public ulong Capacity { get; }
+
+    /// <summary>Number of frames the pool can hold.</summary>
+    public ulong TotalFrames { get; }
+
+    /// <summary>Frames whose reference count is above zero.</summary>
+    public long FramesInUse => Volatile.Read(ref _inUse);
+
+    /// <summary>Freed frames not yet punched back to the host.</summary>
+    public int FramesAwaitingPunch { get { lock (_lock) return _dirty.Count; } }
+
+    /// <summary>Bytes the host has actually allocated for the pool's memfd (<c>st_blocks</c>); falls after frees are punched.</summary>
+    public long HostAllocatedBytes => HostCall.AllocatedBytes(_fd);
+
+    /// <summary>Number of <c>fallocate(PUNCH_HOLE)</c> calls made so far.</summary>
+    public long PunchCalls => Interlocked.Read(ref _punchCalls);
+
+    internal int Fd => _fd;
+    internal (ulong Dev, ulong Ino) FileIdentity { get; }
+    internal byte* LinearBase => _linear;
+
+    /// <summary>Allocates one frame. The handle holds its only reference.</summary>
+    /// <exception cref="UVmException"><see cref="UVmError.NoMemory"/> when the pool is exhausted; nothing is allocated.</exception>
+    public UFrame AllocFrame(FrameAllocOptions? options = null)
+    {
+        ulong frame = AllocRun(1);
+        return new UFrame(this, frame << Paging.PageShift);
+    }
+
+    /// <summary>
+    /// Allocates <paramref name="frameCount"/> frames contiguous in <c>Paddr</c>. The handle holds
+    /// one reference to each.
+    /// </summary>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="frameCount"/> is zero.</exception>
+    /// <exception cref="UVmException"><see cref="UVmError.NoMemory"/> when no such run is free; nothing is allocated.</exception>
+    public USegment AllocSegment(ulong frameCount, FrameAllocOptions? options = null)
+    {
+        if (frameCount == 0) ThrowHelper.OutOfRange("a segment holds at least one frame", nameof(frameCount));
+        ulong first = AllocRun(frameCount);
+        return new USegment(this, first << Paging.PageShift, frameCount);
+    }
+
+    /// <summary>Punches every freed frame back to the host now.</summary>
+    public void Trim()
+    {
+        lock (_lock) PunchDirtyLocked();
+    }
+
+    /// <summary>The reference count of the frame at <paramref name="paddr"/> (0 when free).</summary>
+    public int ReferenceCount(ulong paddr) => Volatile.Read(ref RefSlot(paddr));
+
+    internal bool Owns(ulong paddr) => paddr < Capacity;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal void AddRef(ulong paddr)
+    {
+        int after = Interlocked.Increment(ref RefSlot(paddr));
+        if (after <= 1) ThrowBadRef(paddr, after);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal void Release(ulong paddr)
+    {
+        int after = Interlocked.Decrement(ref RefSlot(paddr));
+        if (after <= 0) Freed(paddr, after);
+    }
+
+    /// <summary>Drops one reference of each frame in <paramref name="paddrs"/>, freeing under one lock.</summary>
+    internal void ReleaseMany(ReadOnlySpan<ulong> paddrs)
+    {
+        List<ulong>? freed = null;
+        foreach (ulong paddr in paddrs)
+        {
+            int after = Interlocked.Decrement(ref RefSlot(paddr));
+            if (after < 0) ThrowBadRef(paddr, after);
+            if (after == 0) (freed ??= new List<ulong>(paddrs.Length)).Add(paddr >> Paging.PageShift);
+        }
+        if (freed == null) return;
+        lock (_lock)
+        {
+            _inUse -= freed.Count;
+            _dirty.AddRange(freed);
+            if (_dirty.Count >= PunchBatchFrames) PunchDirtyLocked();
+        }
+    }
+
+    /// <summary>Pointer into the linear map for <paramref name="paddr"/>.</summary>
+    internal byte* LinearAddress(ulong paddr) => _linear + paddr;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private ref int RefSlot(ulong paddr)
+    {
+        // SAFETY: callers pass the Paddr of a frame of this pool (< Capacity), so the slot lies
+        // inside the metadata mapping, which lives as long as the pool.
+        return ref _refs[paddr >> Paging.PageShift];
+    }
+
+    private void Freed(ulong paddr, int after)
+    {
+        if (after < 0) ThrowBadRef(paddr, after);
+        lock (_lock)
+        {
+            _inUse--;
+            _dirty.Add(paddr >> Paging.PageShift);
+            if (_dirty.Count >= PunchBatchFrames) PunchDirtyLocked();
+        }
+    }
+
+    private static void ThrowBadRef(ulong paddr, int after) =>
+        throw new InvalidOperationException($"frame 0x{paddr:x} reference count went to {after}: a reference was dropped twice or taken on a free frame");
+
+    private ulong AllocRun(ulong count)
+    {
+        if (Volatile.Read(ref _disposed) != 0) ThrowHelper.Disposed(nameof(FramePool));
+        lock (_lock)
+        {
+            if (!TryFindLocked(count, out ulong first))
+            {
+                PunchDirtyLocked();
+                if (!TryFindLocked(count, out first))
+                    ThrowHelper.UVm(UVmError.NoMemory, $"the frame pool ({TotalFrames} frames, {_inUse} in use) has no free run of {count} frames");
+            }
+            MarkLocked(first, count);
+            for (ulong f = first; f < first + count; f++) _refs[f] = 1;
+            _inUse += (long)count;
+            return first;
+        }
+    }
+
+    private bool TryFindLocked(ulong count, out ulong first)
+    {
+        int chunks = _chunkUsed.Length;
+        if (count >= ChunkFrames)
+        {
+            int need = (int)((count + ChunkFrames - 1) / ChunkFrames);
+            for (int pass = 0, start = _freshHint; pass < 2; pass++, start = 0)
+            {
+                int run = 0;
+                for (int c = start; c < chunks; c++)
+                {
+                    run = _chunkUsed[c] == 0 ? run + 1 : 0;
+                    if (run == need)
+                    {
+                        int firstChunk = c - need + 1;
+                        _freshHint = c + 1 < chunks ? c + 1 : 0;
+                        first = (ulong)firstChunk * ChunkFrames;
+                        return true;
+                    }
+                }
+            }
+            first = 0;
+            return false;
+        }
+
+        if (_currentChunk >= 0 && TryFindInChunk(_currentChunk, (int)count, out first)) return true;
+        for (int pass = 0, start = _freshHint; pass < 2; pass++, start = 0)
+        {
+            for (int c = start; c < chunks; c++)
+            {
+                if (_chunkUsed[c] != 0) continue;
+                _currentChunk = c;
+                _freshHint = c + 1 < chunks ? c + 1 : 0;
+                first = (ulong)c * ChunkFrames;
+                return true;
+            }
+        }
+        // No untouched chunk: look for a hole big enough in a partly used one.
+        for (int c = 0; c < chunks; c++)
+        {
+            if (ChunkFrames - _chunkUsed[c] < (int)count) continue;
+            if (TryFindInChunk(c, (int)count, out first)) { _currentChunk = c; return true; }
+        }
+        first = 0;
+        return false;
+    }
+
+    private bool TryFindInChunk(int chunk, int count, out ulong first)
+    {
+        first = 0;
+        if (ChunkFrames - _chunkUsed[chunk] < count) return false;
+        int baseWord = chunk * (ChunkFrames / 64);
+        if (count == 1)
+        {
+            for (int w = 0; w < ChunkFrames / 64; w++)
+            {
+                ulong word = _used[baseWord + w];
+                if (word == ulong.MaxValue) continue;
+                first = (ulong)chunk * ChunkFrames + (ulong)(w * 64 + System.Numerics.BitOperations.TrailingZeroCount(~word));
+                return true;
+            }
+            return false;
+        }
+        int run = 0;
+        for (int i = 0; i < ChunkFrames; i++)
+        {
+            bool used = (_used[baseWord + (i >> 6)] & (1UL << (i & 63))) != 0;
+            run = used ? 0 : run + 1;
+            if (run == count)
+            {
+                first = (ulong)chunk * ChunkFrames + (ulong)(i - count + 1);
+                return true;
+            }
+        }
+        return false;
+    }
+
+    private void MarkLocked(ulong first, ulong count)
+    {
+        for (ulong f = first; f < first + count; f++)
+        {
+            _used[f >> 6] |= 1UL << (int)(f & 63);
+            _chunkUsed[f / ChunkFrames]++;
+        }
+    }
+
+    /// <summary>Punches the freed frames out of the memfd (coalesced into runs) and makes them allocatable.</summary>
+    private void PunchDirtyLocked()
+    {
+        if (_dirty.Count == 0) return;
+        _dirty.Sort();
+        int i = 0;
+        while (i < _dirty.Count)
+        {
+            ulong start = _dirty[i];
+            int j = i + 1;
+            while (j < _dirty.Count && _dirty[j] == _dirty[j - 1] + 1) j++;
+            ulong len = (ulong)(j - i);
+            HostCall.Check(Libc.Fallocate(_fd, Libc.FALLOC_FL_PUNCH_HOLE | Libc.FALLOC_FL_KEEP_SIZE,
+                (long)(start << Paging.PageShift), (long)(len << Paging.PageShift)), "fallocate(PUNCH_HOLE)");
+            Interlocked.Increment(ref _punchCalls);
+            for (ulong f = start; f < start + len; f++)
+            {
+                _used[f >> 6] &= ~(1UL << (int)(f & 63));
+                _chunkUsed[f / ChunkFrames]--;
+            }
+            i = j;
+        }
+        _dirty.Clear();
+    }
+
+    /// <summary>
+    /// Releases the memfd, the linear map and the metadata. The default pool is never disposed.
+    /// </summary>
+    /// <exception cref="InvalidOperationException">Frames are still in use.</exception>
+    public void Dispose()
+    {
+        if (ReferenceEquals(this, s_default.IsValueCreated ? s_default.Value : null))
+            throw new InvalidOperationException("the default frame pool lives as long as the process");
+        lock (_lock)
+        {
+            if (_disposed != 0) return;
+            if (_inUse != 0) throw new InvalidOperationException($"{_inUse} frames of the pool are still in use");
+            _disposed = 1;
+            Libc.Munmap((nint)_linear, (nuint)Capacity);
+            Libc.Munmap((nint)_refs, _refsBytes);
+            Libc.Close(_fd);
+        }
+    }
+
+    internal VmReader<Infallible> ReaderOf(ulong paddr, ulong len) => new(LinearAddress(paddr), len);
+    internal VmWriter<Infallible> WriterOf(ulong paddr, ulong len) => new(LinearAddress(paddr), len);
+}

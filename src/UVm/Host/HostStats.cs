@@ -1,0 +1,42 @@
+namespace UVm.Host;
+
+/// <summary>Counts of the host-MMU work one space has caused. Thread-safe; values only grow.</summary>
+public sealed class HostStats
+{
+    private long _mmapCalls, _mprotectCalls, _mapOps, _unmapOps, _protectOps, _dispatches;
+
+    /// <summary><c>mmap</c> calls made (both installing frames and returning ranges to <c>PROT_NONE</c>).</summary>
+    public long MmapCalls => Interlocked.Read(ref _mmapCalls);
+
+    /// <summary><c>mprotect</c> calls made.</summary>
+    public long MprotectCalls => Interlocked.Read(ref _mprotectCalls);
+
+    /// <summary>All host syscalls that changed the arena (<see cref="MmapCalls"/> + <see cref="MprotectCalls"/>).</summary>
+    public long Syscalls => MmapCalls + MprotectCalls;
+
+    /// <summary>Page-table changes queued as host map operations, before coalescing.</summary>
+    public long MapOps => Interlocked.Read(ref _mapOps);
+
+    /// <summary>Page-table changes queued as host unmap operations, before coalescing.</summary>
+    public long UnmapOps => Interlocked.Read(ref _unmapOps);
+
+    /// <summary>Page-table changes queued as host protect operations, before coalescing.</summary>
+    public long ProtectOps => Interlocked.Read(ref _protectOps);
+
+    /// <summary>Dispatches that applied at least one operation.</summary>
+    public long Dispatches => Interlocked.Read(ref _dispatches);
+
+    internal void CountMmap() => Interlocked.Increment(ref _mmapCalls);
+    internal void CountMprotect() => Interlocked.Increment(ref _mprotectCalls);
+    internal void CountDispatch() => Interlocked.Increment(ref _dispatches);
+
+    internal void CountOp(TlbFlushOpKind kind)
+    {
+        switch (kind)
+        {
+            case TlbFlushOpKind.Map: Interlocked.Increment(ref _mapOps); break;
+            case TlbFlushOpKind.Unmap: Interlocked.Increment(ref _unmapOps); break;
+            default: Interlocked.Increment(ref _protectOps); break;
+        }
+    }
+}

@@ -1,0 +1,108 @@
+using System.Runtime.InteropServices;
+
+namespace UVm.Host;
+
+/// <summary>
+/// Thin, exact bindings of the libc calls UVm makes, with the Linux x86-64 constants they take.
+/// Safety is added one layer up (<see cref="HostCall"/>); nothing here checks arguments.
+/// </summary>
+internal static unsafe partial class Libc
+{
+    private const string Lib = "libc.so.6";
+
+    internal const int PROT_NONE = 0, PROT_READ = 1, PROT_WRITE = 2, PROT_EXEC = 4;
+    internal const int MAP_SHARED = 0x01, MAP_PRIVATE = 0x02, MAP_FIXED = 0x10, MAP_ANONYMOUS = 0x20;
+    internal const int MAP_NORESERVE = 0x4000, MAP_POPULATE = 0x8000, MAP_FIXED_NOREPLACE = 0x100000;
+    internal const uint MFD_CLOEXEC = 0x1;
+    internal const int FALLOC_FL_KEEP_SIZE = 0x1, FALLOC_FL_PUNCH_HOLE = 0x2;
+    internal const int MADV_DONTNEED = 4, MADV_REMOVE = 9, MADV_POPULATE_READ = 22, MADV_POPULATE_WRITE = 23;
+    internal const int ENOMEM = 12, EINVAL = 22, EBADF = 9, EEXIST = 17;
+    internal static readonly nint MAP_FAILED = -1;
+
+    [LibraryImport(Lib, EntryPoint = "mmap", SetLastError = true)]
+    internal static partial nint Mmap(nint addr, nuint length, int prot, int flags, int fd, long offset);
+
+    [LibraryImport(Lib, EntryPoint = "munmap", SetLastError = true)]
+    internal static partial int Munmap(nint addr, nuint length);
+
+    [LibraryImport(Lib, EntryPoint = "mprotect", SetLastError = true)]
+    internal static partial int Mprotect(nint addr, nuint length, int prot);
+
+    [LibraryImport(Lib, EntryPoint = "madvise", SetLastError = true)]
+    internal static partial int Madvise(nint addr, nuint length, int advice);
+
+    [LibraryImport(Lib, EntryPoint = "memfd_create", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    internal static partial int MemfdCreate(string name, uint flags);
+
+    [LibraryImport(Lib, EntryPoint = "ftruncate", SetLastError = true)]
+    internal static partial int Ftruncate(int fd, long length);
+
+    [LibraryImport(Lib, EntryPoint = "fallocate", SetLastError = true)]
+    internal static partial int Fallocate(int fd, int mode, long offset, long length);
+
+    [LibraryImport(Lib, EntryPoint = "dup", SetLastError = true)]
+    internal static partial int Dup(int fd);
+
+    [LibraryImport(Lib, EntryPoint = "close", SetLastError = true)]
+    internal static partial int Close(int fd);
+
+    [LibraryImport(Lib, EntryPoint = "fstat", SetLastError = true)]
+    internal static partial int Fstat(int fd, StatBuf* buf);
+
+    /// <summary><c>struct stat</c> of Linux x86-64 (144 bytes); only the fields UVm reads are named.</summary>
+    [StructLayout(LayoutKind.Explicit, Size = 144)]
+    internal struct StatBuf
+    {
+        [FieldOffset(0)] public ulong Dev;
+        [FieldOffset(8)] public ulong Ino;
+        [FieldOffset(48)] public long Size;
+        [FieldOffset(64)] public long Blocks;
+    }
+}
+
+/// <summary>
+/// The checked layer over <see cref="Libc"/>: turns failures into <see cref="UVmException"/>
+/// (host <c>ENOMEM</c>) or <see cref="InvalidOperationException"/> (anything else, a UVm bug),
+/// in one place, off the hot path.
+/// </summary>
+internal static class HostCall
+{
+    internal static void Check(int rc, string what)
+    {
+        if (rc != 0) Fail(what);
+    }
+
+    internal static nint CheckMap(nint addr, string what)
+    {
+        if (addr == Libc.MAP_FAILED) Fail(what);
+        return addr;
+    }
+
+    [System.Diagnostics.CodeAnalysis.DoesNotReturn]
+    internal static void Fail(string what)
+    {
+        int errno = Marshal.GetLastPInvokeError();
+        if (errno == Libc.ENOMEM)
+            throw new UVmException(UVmError.HostNoMemory, $"{what} failed: the host is out of memory or mappings (errno {errno})");
+        throw new InvalidOperationException($"{what} failed: {Marshal.GetPInvokeErrorMessage(errno)} (errno {errno})");
+    }
+
+    internal static int ToProt(bool read, bool write, bool exec) =>
+        (read ? Libc.PROT_READ : 0) | (write ? Libc.PROT_WRITE : 0) | (exec ? Libc.PROT_EXEC : 0);
+
+    /// <summary>Device and inode of <paramref name="fd"/>, as <c>/proc/self/maps</c> shows them.</summary>
+    internal static unsafe (ulong Dev, ulong Ino) Identity(int fd)
+    {
+        Libc.StatBuf st;
+        Check(Libc.Fstat(fd, &st), "fstat");
+        return (st.Dev, st.Ino);
+    }
+
+    /// <summary>Bytes the host has really allocated for <paramref name="fd"/> (<c>st_blocks</c> × 512).</summary>
+    internal static unsafe long AllocatedBytes(int fd)
+    {
+        Libc.StatBuf st;
+        Check(Libc.Fstat(fd, &st), "fstat");
+        return st.Blocks * 512;
+    }
+}

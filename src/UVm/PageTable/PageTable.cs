@@ -1,0 +1,81 @@
+namespace UVm.PageTable;
+
+/// <summary>
+/// A 4-level radix tree describing user addresses <c>[0, Size)</c>. All access goes through
+/// <see cref="PtCursor"/>, which implements the lock protocol.
+/// </summary>
+internal sealed class PageTable
+{
+    private long _nodes = 1;
+    private long _footprint = PtNode.FootprintBytes(Paging.NrLevels);
+
+    internal PageTable(ulong size)
+    {
+        Size = size;
+        Root = new PtNode(Paging.NrLevels);
+    }
+
+    internal PtNode Root { get; }
+
+    /// <summary>End of the user range; every cursor range lies below it.</summary>
+    internal ulong Size { get; }
+
+    /// <summary>Nodes currently in the tree, the root included.</summary>
+    internal long NodeCount => Interlocked.Read(ref _nodes);
+
+    /// <summary>Managed bytes the nodes occupy (entries, child references, object headers).</summary>
+    internal long FootprintBytes => Interlocked.Read(ref _footprint);
+
+    internal PtNode NewNode(int level)
+    {
+        Interlocked.Increment(ref _nodes);
+        Interlocked.Add(ref _footprint, PtNode.FootprintBytes(level));
+        return new PtNode(level);
+    }
+
+    internal void NodeDropped(int level)
+    {
+        Interlocked.Decrement(ref _nodes);
+        Interlocked.Add(ref _footprint, -PtNode.FootprintBytes(level));
+    }
+
+    /// <summary>
+    /// Removes the node of <paramref name="level"/> covering <paramref name="va"/> if it is empty.
+    /// Used when a cursor's own top node (which it cannot remove: it never holds that node's
+    /// parent) is left empty: after the cursor released its locks, walk down again from the root,
+    /// hand over hand, and drop the node under its parent's lock.
+    /// </summary>
+    /// <returns>Whether the node was removed and its parent is now empty.</returns>
+    internal bool ReclaimIfEmpty(ulong va, int level)
+    {
+        PtNode parent = Root;
+        parent.Lock();
+        try
+        {
+            for (int l = Paging.NrLevels; l > level + 1; l--)
+            {
+                int i = Paging.Index(va, l);
+                ulong pte = parent.Ptes[i];
+                if (!Pte.IsPresent(pte) || Pte.IsLast(pte, l)) return false;
+                PtNode next = parent.Children![i]!;
+                next.Lock();
+                parent.Unlock();
+                parent = next;
+            }
+            int idx = Paging.Index(va, level + 1);
+            ulong entry = parent.Ptes[idx];
+            if (!Pte.IsPresent(entry) || Pte.IsLast(entry, level + 1)) return false;
+            PtNode child = parent.Children![idx]!;
+            child.Lock();
+            bool empty = child.ValidCount == 0;
+            if (empty) parent.Clear(idx);
+            child.Unlock();
+            if (empty) NodeDropped(level);
+            return empty && parent.ValidCount == 0;
+        }
+        finally
+        {
+            parent.Unlock();
+        }
+    }
+}

@@ -1,0 +1,185 @@
+using UVm.Frames;
+using UVm.Host;
+using UVm.PageTable;
+
+namespace UVm.Spaces;
+
+/// <summary>Changes the rights and cache policy of one slot in <see cref="CursorMut.ProtectNext"/>.</summary>
+/// <param name="flags">The slot's flags, to update in place.</param>
+/// <param name="cache">The slot's cache policy, to update in place.</param>
+public delegate void ProtectOp(ref PageFlags flags, ref CachePolicy cache);
+
+/// <summary>
+/// A cursor that maps, unmaps and protects pages in its range, and queues the matching host
+/// updates on its <see cref="Flusher"/>. Disposing it dispatches what is still pending, then
+/// releases its part of the page table.
+/// </summary>
+public sealed class CursorMut : Cursor
+{
+    private readonly TlbFlusher _flusher;
+
+    internal CursorMut(VmSpace space, PtCursor pt, TlbFlusher flusher) : base(space, pt) => _flusher = flusher;
+
+    /// <summary>The cursor's flusher: what it changed in the page table but not yet on the host.</summary>
+    public TlbFlusher Flusher
+    {
+        get
+        {
+            ThrowIfDisposed();
+            return _flusher;
+        }
+    }
+
+    /// <summary>
+    /// Maps <paramref name="frame"/> at the current address and moves one page on. The mapping
+    /// takes its own reference; the caller keeps its handle. A frame already mapped there is
+    /// replaced and released after the flush that removes it from the host. Not dispatched.
+    /// </summary>
+    /// <exception cref="ArgumentException">The frame belongs to another pool.</exception>
+    /// <exception cref="ArgumentOutOfRangeException">No page of the cursor's range is left.</exception>
+    /// <exception cref="ObjectDisposedException">The cursor or the frame handle was disposed.</exception>
+    public void Map(UFrame frame, PageProperty prop)
+    {
+        ThrowIfDisposed();
+        ArgumentNullException.ThrowIfNull(frame);
+        frame.ThrowIfDisposed();
+        if (!ReferenceEquals(frame.Pool, _space.Pool)) ThrowHelper.Argument("the frame belongs to another pool than the space's", nameof(frame));
+        CheckSpan(Paging.PageSize);
+        MapTracked(frame.Paddr, prop);
+    }
+
+    /// <summary>
+    /// Maps every frame of <paramref name="segment"/>, in order, from the current address and
+    /// moves past them; each mapping takes its own reference. Not dispatched.
+    /// </summary>
+    /// <exception cref="ArgumentException">The segment belongs to another pool.</exception>
+    /// <exception cref="ArgumentOutOfRangeException">The segment does not fit in the rest of the cursor's range.</exception>
+    /// <exception cref="ObjectDisposedException">The cursor or the segment handle was disposed.</exception>
+    public void Map(USegment segment, PageProperty prop)
+    {
+        ThrowIfDisposed();
+        ArgumentNullException.ThrowIfNull(segment);
+        segment.ThrowIfDisposed();
+        if (!ReferenceEquals(segment.Pool, _space.Pool)) ThrowHelper.Argument("the segment belongs to another pool than the space's", nameof(segment));
+        CheckSpan(segment.Size);
+        ulong end = segment.Paddr + segment.Size;
+        for (ulong paddr = segment.Paddr; paddr < end; paddr += Paging.PageSize) MapTracked(paddr, prop);
+    }
+
+    private void MapTracked(ulong paddr, PageProperty prop)
+    {
+        prop = prop with { PrivFlags = prop.PrivFlags & ~PrivilegedPageFlags.Avail1 };
+        ulong va = _pt.Va;
+        ulong pte = Pte.Leaf(paddr, prop, 1);
+        _space.Pool.AddRef(paddr);
+        ulong old = _pt.MapBase(pte);
+        var op = TlbFlushOp.ForMap(va, Paging.PageSize, _space.Pool.Fd, paddr, Pte.HostProt(pte));
+        if (Pte.IsPresent(old) && !Pte.IsUntracked(old)) _flusher.IssueTlbFlushWith(op, Pte.Paddr(old));
+        else _flusher.IssueTlbFlush(op);
+    }
+
+    /// <summary>
+    /// Maps <c>[offset, offset + len)</c> of <paramref name="ioMem"/> (cut at its end) from the
+    /// current address, with 2 MiB entries wherever address and region are both aligned, and
+    /// moves past it. The space keeps the region until the space is disposed. Not dispatched.
+    /// An offset at or past the region's end maps nothing.
+    /// </summary>
+    /// <exception cref="ArgumentException"><paramref name="len"/> or <paramref name="offset"/> is not page aligned.</exception>
+    /// <exception cref="ArgumentOutOfRangeException">The mapping does not fit in the rest of the cursor's range.</exception>
+    public void MapIoMem(IoMem ioMem, PageProperty prop, ulong len, ulong offset)
+    {
+        ThrowIfDisposed();
+        ArgumentNullException.ThrowIfNull(ioMem);
+        if (!Paging.IsAligned(len)) ThrowHelper.Argument("the length must be page aligned", nameof(len));
+        if (!Paging.IsAligned(offset)) ThrowHelper.Argument("the offset must be page aligned", nameof(offset));
+        if (!ioMem.IsOpen) ThrowHelper.Disposed(nameof(IoMem));
+        if (offset >= ioMem.Size) return;
+        ulong length = Math.Min(len, ioMem.Size - offset);
+        CheckSpan(length);
+        _space.KeepIoMem(ioMem);
+        prop = prop with { PrivFlags = prop.PrivFlags | PrivilegedPageFlags.Avail1 };
+        ulong end = _pt.Va + length;
+        ulong paddr = ioMem.Paddr + offset;
+        while (_pt.Va < end)
+        {
+            (PtSlot slot, ulong old) = _pt.MapUntrackedStep(paddr, end, prop);
+            var op = TlbFlushOp.ForMap(slot.Va, slot.Size, ioMem.Fd, ioMem.FileOffset + (paddr - ioMem.Paddr), Pte.HostProt(slot.Entry));
+            if (old != 0 && !Pte.IsUntracked(old)) _flusher.IssueTlbFlushWith(op, Pte.Paddr(old));
+            else _flusher.IssueTlbFlush(op);
+            paddr += slot.Size;
+        }
+    }
+
+    /// <summary>
+    /// The I/O memory region this space mapped that contains <paramref name="paddr"/>, and the
+    /// offset of <paramref name="paddr"/> in it; null if none. Always succeeds for a
+    /// <see cref="MappedIoMem"/> address the space still maps.
+    /// </summary>
+    public (IoMem IoMem, ulong Offset)? FindIoMemByPaddr(ulong paddr)
+    {
+        ThrowIfDisposed();
+        return _space.FindIoMemByPaddr(paddr);
+    }
+
+    /// <summary>
+    /// Unmaps everything in the next <paramref name="len"/> bytes, moves past them and
+    /// dispatches the flush (so on return the host no longer maps them and their frames are
+    /// released). Holes are skipped. A 2 MiB I/O entry only partly covered is split first.
+    /// </summary>
+    /// <returns>The number of tracked frames unmapped.</returns>
+    /// <exception cref="ArgumentException"><paramref name="len"/> is not page aligned.</exception>
+    /// <exception cref="ArgumentOutOfRangeException">The span passes the cursor's end.</exception>
+    public ulong Unmap(ulong len)
+    {
+        ThrowIfDisposed();
+        if (!Paging.IsAligned(len)) ThrowHelper.Argument("the length must be page aligned", nameof(len));
+        CheckSpan(len);
+        ulong end = _pt.Va + len;
+        ulong frames = 0;
+        while (_pt.Va < end)
+        {
+            PtSlot slot = _pt.TakeNext(end - _pt.Va);
+            if (!slot.IsMapped) break;
+            var op = TlbFlushOp.ForUnmap(slot.Va, slot.Size);
+            if (Pte.IsUntracked(slot.Entry))
+            {
+                _flusher.IssueTlbFlush(op);
+            }
+            else
+            {
+                frames++;
+                _flusher.IssueTlbFlushWith(op, Pte.Paddr(slot.Entry));
+            }
+        }
+        _flusher.DispatchTlbFlush();
+        return frames;
+    }
+
+    /// <summary>
+    /// Applies <paramref name="op"/> to the first mapped slot in the next <paramref name="len"/>
+    /// bytes, moves past it and returns its range; returns null (the cursor at or past the span's
+    /// end) when nothing is mapped there. Does NOT dispatch: until <see cref="Flusher"/> is
+    /// dispatched the host may still grant the old rights.
+    /// </summary>
+    /// <exception cref="ArgumentException"><paramref name="len"/> is not page aligned.</exception>
+    /// <exception cref="ArgumentOutOfRangeException">The span passes the cursor's end.</exception>
+    public VaddrRange? ProtectNext(ulong len, ProtectOp op)
+    {
+        ThrowIfDisposed();
+        ArgumentNullException.ThrowIfNull(op);
+        if (!Paging.IsAligned(len)) ThrowHelper.Argument("the length must be page aligned", nameof(len));
+        CheckSpan(len);
+        PtSlot? slot = _pt.ProtectNext(len, prop =>
+        {
+            PageFlags flags = prop.Flags;
+            CachePolicy cache = prop.Cache;
+            op(ref flags, ref cache);
+            return prop with { Flags = flags, Cache = cache };
+        });
+        if (slot is not { } s) return null;
+        _flusher.IssueTlbFlush(TlbFlushOp.ForProtect(s.Va, s.Size, Pte.HostProt(s.Entry)));
+        return new VaddrRange(s.Va, s.Va + s.Size);
+    }
+
+    private protected override void OnDispose() => _flusher.DispatchTlbFlush();
+}

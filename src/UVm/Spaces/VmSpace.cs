@@ -1,0 +1,191 @@
+using UVm.Frames;
+using UVm.Host;
+using UVm.PageTable;
+
+namespace UVm.Spaces;
+
+/// <summary>
+/// A guest address space: a page table that is the truth about what is mapped where, mirrored
+/// onto a reserved host arena so the host MMU enforces every right for real.
+/// </summary>
+/// <remarks>
+/// <para>Guest address <c>va</c> is host address <see cref="HostBase"/> <c>+ va</c>. A new space
+/// maps nothing. Mappings are changed through cursors (<see cref="CursorMut"/>), which lock the
+/// part of the page table they cover: cursors on disjoint ranges work in parallel, a cursor
+/// overlapping a live one waits until that one is disposed (on the same thread: a deadlock).</para>
+/// <para>Thread-safe, except that each cursor belongs to one thread at a time.</para>
+/// </remarks>
+public sealed class VmSpace : IDisposable
+{
+    [ThreadStatic] private static VmSpace? t_active;
+
+    private readonly HostArena _arena;
+    private readonly PageTable.PageTable _pt;
+    private readonly List<IoMem> _ioMems = new();
+    private int _disposed;
+
+    /// <summary>Creates an empty space, reserving its host arena.</summary>
+    /// <exception cref="ArgumentException">The size is zero, not a multiple of 2 MiB or above 128 TiB; or the guard is unaligned.</exception>
+    /// <exception cref="UVmException"><see cref="UVmError.HostNoMemory"/> when the host refuses the reservation.</exception>
+    public VmSpace(VmSpaceOptions? options = null)
+    {
+        options ??= new VmSpaceOptions();
+        if (options.Size == 0 || options.Size % Paging.HugePageSize != 0 || options.Size > Paging.MaxUserSpace)
+            ThrowHelper.Argument("the size must be a positive multiple of 2 MiB, at most 128 TiB", nameof(options));
+        if (!Paging.IsAligned(options.GuardSize))
+            ThrowHelper.Argument("the guard size must be page aligned", nameof(options));
+        Pool = options.Pool ?? FramePool.Default;
+        _arena = new HostArena(options.Size, options.GuardSize);
+        _pt = new PageTable.PageTable(options.Size);
+    }
+
+    /// <summary>End of the user range: valid guest addresses are <c>[0, Size)</c>.</summary>
+    public ulong Size => _arena.Size;
+
+    /// <summary>Host address of guest address 0.</summary>
+    public nint HostBase => _arena.Base;
+
+    /// <summary>The pool the space's frames belong to.</summary>
+    public FramePool Pool { get; }
+
+    /// <summary>Host-MMU work done for this space.</summary>
+    public HostStats HostStats { get; } = new();
+
+    /// <summary>Managed bytes the page table occupies now.</summary>
+    public long PageTableBytes => _pt.FootprintBytes;
+
+    /// <summary>Page-table nodes allocated now, the root included.</summary>
+    public long PageTableNodes => _pt.NodeCount;
+
+    /// <summary>Whether the space was disposed.</summary>
+    public bool IsDisposed => Volatile.Read(ref _disposed) != 0;
+
+    /// <summary>The space activated on the calling thread, if any.</summary>
+    public static VmSpace? Current => t_active is { IsDisposed: false } s ? s : null;
+
+    internal PageTable.PageTable Table => _pt;
+    internal HostArena Arena => _arena;
+
+    /// <summary>
+    /// A read-only cursor over <paramref name="range"/>. It may wait for cursors on overlapping
+    /// ranges; dispose it promptly.
+    /// </summary>
+    /// <exception cref="ArgumentException">The range's ends are not page aligned.</exception>
+    /// <exception cref="UVmException"><see cref="UVmError.InvalidArgs"/> when the range is empty or passes <see cref="Size"/>.</exception>
+    /// <exception cref="ObjectDisposedException">The space was disposed.</exception>
+    public Cursor Cursor(VaddrRange range)
+    {
+        CheckRange(range);
+        return new Cursor(this, new PtCursor(_pt, range.Start, range.End, mutable: false));
+    }
+
+    /// <summary>
+    /// A cursor that can change mappings in <paramref name="range"/>. It may wait for cursors on
+    /// overlapping ranges; dispose it promptly (disposing dispatches its pending host updates).
+    /// </summary>
+    /// <exception cref="ArgumentException">The range's ends are not page aligned.</exception>
+    /// <exception cref="UVmException"><see cref="UVmError.InvalidArgs"/> when the range is empty or passes <see cref="Size"/>.</exception>
+    /// <exception cref="ObjectDisposedException">The space was disposed.</exception>
+    public CursorMut CursorMut(VaddrRange range)
+    {
+        CheckRange(range);
+        return new CursorMut(this, new PtCursor(_pt, range.Start, range.End, mutable: true),
+            new TlbFlusher(_arena, Pool, HostStats));
+    }
+
+    /// <summary>Makes this the space that fallible readers and writers of the calling thread act on.</summary>
+    /// <exception cref="ObjectDisposedException">The space was disposed.</exception>
+    public void Activate()
+    {
+        ThrowIfDisposed();
+        t_active = this;
+    }
+
+    /// <summary>Whether this space is activated on the calling thread.</summary>
+    public bool IsActiveOnCurrentThread => ReferenceEquals(t_active, this) && !IsDisposed;
+
+    /// <summary>Deactivates whatever space is activated on the calling thread.</summary>
+    public static void Deactivate() => t_active = null;
+
+    /// <summary>Host mappings (VMAs) the kernel shows inside the arena now, read from <c>/proc/self/maps</c>.</summary>
+    public int CountHostMappings() => ProcMaps.Read((ulong)HostBase, (ulong)HostBase + Size).Count;
+
+    /// <summary>
+    /// Differences between the page table and the host mappings of the arena, read from
+    /// <c>/proc/self/maps</c>; empty when the host mirrors the table exactly (see <see cref="HostMirror"/>).
+    /// Must not be called while the calling thread holds a cursor of this space.
+    /// </summary>
+    public IReadOnlyList<string> CheckHostMirror() => HostMirror.Compare(this);
+
+    /// <summary>The registered I/O memory region containing <paramref name="paddr"/> and the offset in it.</summary>
+    internal (IoMem Io, ulong Offset)? FindIoMemByPaddr(ulong paddr)
+    {
+        lock (_ioMems)
+        {
+            foreach (IoMem io in _ioMems)
+                if (io.Contains(paddr)) return (io, paddr - io.Paddr);
+        }
+        return null;
+    }
+
+    internal void KeepIoMem(IoMem io)
+    {
+        lock (_ioMems)
+        {
+            foreach (IoMem known in _ioMems)
+                if (ReferenceEquals(known, io)) return;
+            io.AddRef();
+            _ioMems.Add(io);
+        }
+    }
+
+    internal void ThrowIfDisposed()
+    {
+        if (IsDisposed) ThrowHelper.Disposed(nameof(VmSpace));
+    }
+
+    private void CheckRange(VaddrRange range)
+    {
+        ThrowIfDisposed();
+        if (!Paging.IsAligned(range.Start) || !Paging.IsAligned(range.End))
+            ThrowHelper.Argument($"range {range} is not page aligned", nameof(range));
+        if (range.IsEmpty) ThrowHelper.UVm(UVmError.InvalidArgs, $"range {range} is empty");
+        if (range.End > Size) ThrowHelper.UVm(UVmError.InvalidArgs, $"range {range} passes the end of the space (0x{Size:x})");
+    }
+
+    /// <summary>
+    /// Unmaps everything, releases every frame and I/O region the space holds and returns the
+    /// arena to the host. Waits for live cursors of other threads. A second call does nothing.
+    /// </summary>
+    public void Dispose()
+    {
+        if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
+        if (ReferenceEquals(t_active, this)) t_active = null;
+
+        // Take the whole table (waiting for other cursors), empty it, then drop the arena in
+        // one munmap: that is the flush after which the frames may be released.
+        var frames = new List<ulong>();
+        var cursor = new PtCursor(_pt, 0, Size, mutable: true);
+        try
+        {
+            while (true)
+            {
+                PtSlot slot = cursor.TakeNext(Size - cursor.Va);
+                if (!slot.IsMapped) break;
+                if (!Pte.IsUntracked(slot.Entry)) frames.Add(Pte.Paddr(slot.Entry));
+            }
+        }
+        finally
+        {
+            cursor.Release();
+        }
+        _arena.Dispose();
+        Pool.ReleaseMany(System.Runtime.InteropServices.CollectionsMarshal.AsSpan(frames));
+        Pool.Trim();
+        lock (_ioMems)
+        {
+            foreach (IoMem io in _ioMems) io.Release();
+            _ioMems.Clear();
+        }
+    }
+}

@@ -1,0 +1,16 @@
+using UVm.Frames;
+
+namespace UVm.Spaces;
+
+/// <summary>How a <see cref="VmSpace"/> is created.</summary>
+public sealed record VmSpaceOptions
+{
+    /// <summary>Bytes of guest user space, <c>[0, Size)</c>: a positive multiple of 2 MiB, at most 128 TiB. Default 64 GiB.</summary>
+    public ulong Size { get; init; } = 64UL << 30;
+
+    /// <summary>Bytes of never-mapped host guard after the arena. Page aligned; default 2 MiB.</summary>
+    public ulong GuardSize { get; init; } = Paging.HugePageSize;
+
+    /// <summary>The pool frames come from; null means <see cref="FramePool.Default"/>.</summary>
+    public FramePool? Pool { get; init; }
+}
