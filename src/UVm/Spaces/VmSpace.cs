@@ -15,7 +15,7 @@ namespace UVm.Spaces;
 /// overlapping a live one waits until that one is disposed (on the same thread: a deadlock).</para>
 /// <para>Thread-safe, except that each cursor belongs to one thread at a time.</para>
 /// </remarks>
-public sealed class VmSpace : IDisposable
+public sealed partial class VmSpace : IDisposable
 {
     [ThreadStatic] private static VmSpace? t_active;
 
