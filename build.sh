@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# UVm's one entry point.
+#   ./build.sh              build everything (native library, library, tests, examples, benchmarks) and run the demo
+#   ./build.sh test         build everything and run every suite; the last line is "N passed, N failed, N skipped"
+#   ./build.sh bench [--quick]   run the benchmarks (UVm beside its peers) and print the tables
+set -euo pipefail
+cd "$(dirname "$0")"
+root=$PWD
+export DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1 DOTNET_SKIP_FIRST_TIME_EXPERIENCE=1
+native_out="$root/artifacts/native"
+config=Release
+
+need() { command -v "$1" >/dev/null 2>&1 || { echo "build.sh: '$1' is required but not installed" >&2; exit 1; }; }
+
+build_all() {
+    need dotnet
+    need cc
+    bash src/Native/build.sh "$native_out"
+    dotnet build UVm.sln -c "$config" -nologo -v quiet
+}
+
+# Sums "Failed: a, Passed: b, Skipped: c" summaries of dotnet test and "x: N passed, N failed, N skipped" lines of other suites.
+passed=0 failed=0 skipped=0
+count_dotnet() {
+    local log=$1 line p f s
+    while IFS= read -r line; do
+        f=$(sed -E 's/.*Failed: *([0-9]+).*/\1/' <<<"$line")
+        p=$(sed -E 's/.*Passed: *([0-9]+).*/\1/' <<<"$line")
+        s=$(sed -E 's/.*Skipped: *([0-9]+).*/\1/' <<<"$line")
+        passed=$((passed + p)) failed=$((failed + f)) skipped=$((skipped + s))
+    done < <(grep -E '(Passed|Failed)! +- +Failed: *[0-9]+, Passed: *[0-9]+, Skipped: *[0-9]+' "$log" || true)
+}
+count_plain() {
+    local log=$1 line
+    line=$(grep -E '^[a-z-]+: [0-9]+ passed, [0-9]+ failed, [0-9]+ skipped$' "$log" | tail -n 1 || true)
+    if [[ -z $line ]]; then
+        echo "build.sh: $log printed no summary line; counting the suite as one failure" >&2
+        failed=$((failed + 1)); return
+    fi
+    read -r p f s < <(sed -E 's/^[a-z-]+: ([0-9]+) passed, ([0-9]+) failed, ([0-9]+) skipped$/\1 \2 \3/' <<<"$line")
+    passed=$((passed + p)) failed=$((failed + f)) skipped=$((skipped + s))
+}
+
+run_tests() {
+    local logs="$root/artifacts/test-logs"
+    mkdir -p "$logs"
+    rm -f "$logs"/*.log
+
+    echo "== native fault bridge (C)"
+    bash tests/Native/run.sh "$native_out" 2>&1 | tee "$logs/native.log" || true
+    count_plain "$logs/native.log"
+
+    echo "== UVm.Tests (NUnit)"
+    dotnet test tests/UVm.Tests/UVm.Tests.csproj -c "$config" --no-build -nologo 2>&1 | tee "$logs/dotnet.log" || true
+    if ! grep -qE '(Passed|Failed)! +- +Failed:' "$logs/dotnet.log"; then
+        echo "build.sh: the NUnit run printed no summary; counting it as one failure" >&2
+        failed=$((failed + 1))
+    fi
+    count_dotnet "$logs/dotnet.log"
+
+    if [[ -f benchmarks/peers/run.sh ]]; then
+        echo "== benchmark harness smoke (quick peers, correctness only)"
+        if bash benchmarks/peers/build.sh "$root/artifacts/peers" >"$logs/peers.log" 2>&1 \
+            && bash benchmarks/peers/run.sh "$root/artifacts/peers" --quick >>"$logs/peers.log" 2>&1; then
+            n=$(grep -c '^PEER ' "$logs/peers.log" || true)
+            echo "peers: $n figures"; passed=$((passed + 1))
+        else
+            echo "peers smoke failed:"; tail -20 "$logs/peers.log"; failed=$((failed + 1))
+        fi
+    fi
+
+    echo "$passed passed, $failed failed, $skipped skipped"
+    [[ $failed -eq 0 ]]
+}
+
+case "${1:-}" in
+    "")
+        build_all
+        dotnet run --project examples/Basics/Basics.csproj -c "$config" --no-build
+        ;;
+    test)
+        build_all
+        run_tests
+        ;;
+    bench)
+        shift
+        build_all
+        dotnet run --project benchmarks/UVm.Benchmarks/UVm.Benchmarks.csproj -c "$config" --no-build -- "$@"
+        ;;
+    *)
+        echo "usage: ./build.sh [test | bench [--quick]]" >&2
+        exit 2
+        ;;
+esac
