@@ -51,7 +51,9 @@ internal sealed record Row(string Scenario, string Unit, double Peer, double Uvm
         Console.WriteLine($"| {"scenario",-34} | {"unit",-10} | {"peer",-26} | {"peer",10} | {"UVm",10} | {"UVm/peer",8} | {"target",-22} | met |");
         Console.WriteLine($"|{new string('-', 36)}|{new string('-', 12)}|{new string('-', 28)}|{new string('-', 12)}|{new string('-', 12)}|{new string('-', 10)}|{new string('-', 24)}|-----|");
         foreach (Row r in rows)
-            Console.WriteLine($"| {r.Scenario,-34} | {r.Unit,-10} | {r.PeerName,-26} | {r.Peer,10:F1} | {r.Uvm,10:F1} | {r.Ratio,8:F2} | {r.Target,-22} | {(r.Met is null ? "-" : r.Met.Value ? "yes" : "NO"),-3} |");
+            Console.WriteLine($"| {r.Scenario,-34} | {r.Unit,-10} | {r.PeerName,-26} | {Fmt(r.Peer),10} | {Fmt(r.Uvm),10} | {r.Ratio,8:F2} | {r.Target,-22} | {(r.Met is null ? "-" : r.Met.Value ? "yes" : "NO"),-3} |");
         foreach (Row r in rows.Where(r => r.Note.Length > 0)) Console.WriteLine($"  {r.Scenario}: {r.Note}");
     }
+
+    private static string Fmt(double v) => v >= 100 ? v.ToString("F1") : v >= 1 ? v.ToString("F2") : v.ToString("G3");
 }

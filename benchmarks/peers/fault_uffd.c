@@ -57,6 +57,9 @@ static void *handler_thread(void *arg)
             if (msgs[i].event != UFFD_EVENT_PAGEFAULT)
                 continue;
             unsigned long page = (unsigned long)msgs[i].arg.pagefault.address & ~(PEER_PAGE - 1);
+            /* Count before resolving: the ioctl wakes the faulting thread, which may
+             * finish its loop and check the count before this thread runs again. */
+            atomic_fetch_add_explicit(&g_resolved, 1, memory_order_relaxed);
             int rc;
             if (mode == MODE_COPY) {
                 struct uffdio_copy c = {
@@ -71,7 +74,6 @@ static void *handler_thread(void *arg)
             }
             if (rc != 0 && errno != EEXIST)
                 peer_die(mode == MODE_COPY ? "UFFDIO_COPY" : "UFFDIO_ZEROPAGE");
-            atomic_fetch_add_explicit(&g_resolved, 1, memory_order_relaxed);
         }
     }
 }
@@ -98,7 +100,7 @@ static double run_mode(int mode, char *region, size_t pages, int reps)
             sink += *(volatile unsigned char *)(region + i * PEER_PAGE);
         uint64_t t1 = peer_now_ns();
         unsigned long resolved = atomic_load(&g_resolved);
-        if (resolved != pages) {
+        if (resolved < pages) {
             fprintf(stderr, "fault_uffd: expected %zu faults, resolved %lu\n", pages, resolved);
             exit(1);
         }

@@ -103,7 +103,6 @@ static void protect(void *p, size_t pages, int prot)
 
 /* How the bad page of a case is made inaccessible. */
 enum bad { BAD_NONE, BAD_READONLY, BAD_HOLE };
-static const char *bad_name[] = { "PROT_NONE", "PROT_READ", "unmapped" };
 
 static void make_bad(uint8_t *page, enum bad kind)
 {
@@ -273,7 +272,6 @@ static enum result fill_fault_one(enum bad kind, size_t avail, size_t len)
 
 static enum result copy_read_fault(enum bad kind)
 {
-    int n = 0;
     FOR_EACH_LEN(avail, len, {
         for (size_t dst_off = 0; dst_off < 8; dst_off += 5) {
             enum result r = copy_read_fault_one(kind, avail, len, dst_off);
@@ -282,7 +280,6 @@ static enum result copy_read_fault(enum bad kind)
                 snprintf(why + l, sizeof why - l, " [avail=%zu len=%zu dst_off=%zu]", avail, len, dst_off);
                 return r;
             }
-            n++;
         }
     });
     return PASS;

@@ -1,4 +1,5 @@
 using System.Runtime.CompilerServices;
+using UVm.Faults;
 
 namespace UVm.Io;
 
@@ -13,11 +14,20 @@ public unsafe ref struct VmReader<TMode> where TMode : struct, IAccessMode
 {
     internal byte* _cursor;
     internal byte* _end;
+    internal readonly IFaultResolver? _resolver; // set for guest memory (Fallible) only
 
     internal VmReader(byte* start, ulong length)
     {
         _cursor = start;
         _end = start + length;
+        _resolver = null;
+    }
+
+    internal VmReader(IFaultResolver resolver, byte* start, ulong length)
+    {
+        _cursor = start;
+        _end = start + length;
+        _resolver = resolver;
     }
 
     /// <summary>Bytes left to read.</summary>
@@ -56,11 +66,20 @@ public unsafe ref struct VmWriter<TMode> where TMode : struct, IAccessMode
 {
     internal byte* _cursor;
     internal byte* _end;
+    internal readonly IFaultResolver? _resolver; // set for guest memory (Fallible) only
 
     internal VmWriter(byte* start, ulong length)
     {
         _cursor = start;
         _end = start + length;
+        _resolver = null;
+    }
+
+    internal VmWriter(IFaultResolver resolver, byte* start, ulong length)
+    {
+        _cursor = start;
+        _end = start + length;
+        _resolver = resolver;
     }
 
     /// <summary>Bytes of room left.</summary>

@@ -1,0 +1,47 @@
+using UVm.Spaces;
+
+namespace UVm.Faults;
+
+/// <summary>The access that faulted.</summary>
+public enum PageFaultAccess
+{
+    /// <summary>A read.</summary>
+    Read = 0,
+    /// <summary>A write.</summary>
+    Write = 1,
+    /// <summary>An instruction fetch.</summary>
+    Execute = 2,
+}
+
+/// <summary>Why the access faulted, according to the page table.</summary>
+public enum PageFaultKind
+{
+    /// <summary>Nothing is mapped at the address.</summary>
+    NotPresent,
+    /// <summary>A page is mapped but its rights forbid the access.</summary>
+    Protection,
+    /// <summary>The backing memory is gone (SIGBUS: e.g. the file behind I/O memory was truncated).</summary>
+    BusError,
+    /// <summary>The address is not in the guest's user space (or the fault hit library memory).</summary>
+    OutOfRange,
+}
+
+/// <summary>A page fault as UVm hands it to a page-fault handler, and reports it when unresolved.</summary>
+/// <param name="Address">Guest virtual address of the first byte that faulted (host address when <see cref="Kind"/> is <see cref="PageFaultKind.OutOfRange"/>).</param>
+/// <param name="Access">The access that faulted.</param>
+/// <param name="Kind">Why, according to the page table at the time of the fault.</param>
+/// <param name="Signal">The host signal: 11 (SIGSEGV) or 7 (SIGBUS).</param>
+public readonly record struct PageFaultInfo(ulong Address, PageFaultAccess Access, PageFaultKind Kind, int Signal)
+{
+    /// <summary>Whether the host reported a bus error (SIGBUS) rather than a segmentation fault.</summary>
+    public bool IsBusError => Signal == NativeFaults.SIGBUS;
+}
+
+/// <summary>
+/// Resolves a page fault of <paramref name="space"/>: returns true when it changed the space
+/// so that the access can succeed (the faulting access is then retried), false to let it fail.
+/// Runs in ordinary managed context on the faulting thread, never in a signal handler; it may
+/// create cursors and map frames. It is not called for faults UVm resolves itself (an entry
+/// that already allows the access but is not yet on the host).
+/// </summary>
+public delegate bool PageFaultHandler(VmSpace space, in PageFaultInfo info);
