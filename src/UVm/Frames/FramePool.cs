@@ -20,7 +20,7 @@ namespace UVm.Frames;
 /// more frames starts on a chunk boundary.</para>
 /// <para>Thread-safe. Allocation and freeing take one pool lock; reference counts are atomic.</para>
 /// </remarks>
-public sealed unsafe class FramePool : IDisposable
+public sealed unsafe partial class FramePool : IDisposable
 {
     /// <summary>Frames per allocation chunk (2 MiB).</summary>
     public const int ChunkFrames = 512;
@@ -63,6 +63,7 @@ public sealed unsafe class FramePool : IDisposable
         TotalFrames = capacityBytes / Paging.PageSize;
         _used = new ulong[TotalFrames / 64];
         _chunkUsed = new int[TotalFrames / ChunkFrames];
+        _chunkReserved = new int[TotalFrames / ChunkFrames];
 
         _fd = Libc.MemfdCreate("uvm-frames", Libc.MFD_CLOEXEC);
         if (_fd < 0) HostCall.Fail("memfd_create");
@@ -227,7 +228,7 @@ public sealed unsafe class FramePool : IDisposable
                 int run = 0;
                 for (int c = start; c < chunks; c++)
                 {
-                    run = _chunkUsed[c] == 0 ? run + 1 : 0;
+                    run = _chunkUsed[c] == 0 && _chunkReserved[c] == 0 ? run + 1 : 0;
                     if (run == need)
                     {
                         int firstChunk = c - need + 1;
@@ -246,7 +247,7 @@ public sealed unsafe class FramePool : IDisposable
         {
             for (int c = start; c < chunks; c++)
             {
-                if (_chunkUsed[c] != 0) continue;
+                if (_chunkUsed[c] != 0 || _chunkReserved[c] != 0) continue;
                 _currentChunk = c;
                 _freshHint = c + 1 < chunks ? c + 1 : 0;
                 first = (ulong)c * ChunkFrames;
@@ -256,7 +257,7 @@ public sealed unsafe class FramePool : IDisposable
         // No untouched chunk: look for a hole big enough in a partly used one.
         for (int c = 0; c < chunks; c++)
         {
-            if (ChunkFrames - _chunkUsed[c] < (int)count) continue;
+            if (ChunkFrames - _chunkUsed[c] < (int)count || _chunkReserved[c] != 0) continue;
             if (TryFindInChunk(c, (int)count, out first)) { _currentChunk = c; return true; }
         }
         first = 0;

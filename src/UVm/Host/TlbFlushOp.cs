@@ -18,8 +18,9 @@ public enum TlbFlushOpKind
 /// </summary>
 public readonly struct TlbFlushOp
 {
-    private TlbFlushOp(TlbFlushOpKind kind, ulong va, ulong length, int prot, int fd, ulong offset)
+    private TlbFlushOp(TlbFlushOpKind kind, ulong va, ulong length, int prot, int fd, ulong offset, bool populate = false)
     {
+        Populate = populate;
         Kind = kind;
         Va = va;
         Length = length;
@@ -40,11 +41,14 @@ public readonly struct TlbFlushOp
     /// <summary>Host protection (<c>PROT_*</c> bits) for <see cref="TlbFlushOpKind.Map"/> and <see cref="TlbFlushOpKind.Protect"/>.</summary>
     public int Prot { get; }
 
+    /// <summary>Whether a map also populates the host page tables (<c>MAP_POPULATE</c>), so first accesses do not fault.</summary>
+    public bool Populate { get; }
+
     internal int Fd { get; }
     internal ulong Offset { get; }
 
-    internal static TlbFlushOp ForMap(ulong va, ulong length, int fd, ulong offset, int prot) =>
-        new(TlbFlushOpKind.Map, va, length, prot, fd, offset);
+    internal static TlbFlushOp ForMap(ulong va, ulong length, int fd, ulong offset, int prot, bool populate = false) =>
+        new(TlbFlushOpKind.Map, va, length, prot, fd, offset, populate);
 
     internal static TlbFlushOp ForUnmap(ulong va, ulong length) =>
         new(TlbFlushOpKind.Unmap, va, length, Libc.PROT_NONE, -1, 0);
@@ -58,9 +62,9 @@ public readonly struct TlbFlushOp
     /// </summary>
     internal bool TryExtend(in TlbFlushOp next, out TlbFlushOp merged)
     {
-        bool continues = next.Kind == Kind && next.Va == Va + Length && next.Prot == Prot
+        bool continues = next.Kind == Kind && next.Va == Va + Length && next.Prot == Prot && next.Populate == Populate
             && (Kind != TlbFlushOpKind.Map || (next.Fd == Fd && next.Offset == Offset + Length));
-        merged = continues ? new TlbFlushOp(Kind, Va, Length + next.Length, Prot, Fd, Offset) : default;
+        merged = continues ? new TlbFlushOp(Kind, Va, Length + next.Length, Prot, Fd, Offset, Populate) : default;
         return continues;
     }
 

@@ -85,7 +85,8 @@ public sealed class TlbFlusher
         {
             case TlbFlushOpKind.Map:
                 _stats.CountMmap();
-                HostCall.CheckMap(Libc.Mmap(addr, (nuint)op.Length, op.Prot, Libc.MAP_SHARED | Libc.MAP_FIXED, op.Fd, (long)op.Offset), "mmap of frames");
+                HostCall.CheckMap(Libc.Mmap(addr, (nuint)op.Length, op.Prot,
+                    Libc.MAP_SHARED | Libc.MAP_FIXED | (op.Populate ? Libc.MAP_POPULATE : 0), op.Fd, (long)op.Offset), "mmap of frames");
                 break;
             case TlbFlushOpKind.Unmap:
                 _stats.CountMmap();

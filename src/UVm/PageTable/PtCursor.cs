@@ -83,6 +83,9 @@ internal sealed class PtCursor
     internal ulong Va => _va;
     internal int GuardLevel => _guardLevel;
 
+    /// <summary>The node the cursor keeps locked for its whole life (valid until <see cref="Release"/>).</summary>
+    internal PtNode GuardNode => _guards[_guardLevel - 1]!;
+
     private PtNode CurNode => _guards[_level - 1]!;
     private int CurIdx => Paging.Index(_va, _level);
     private ulong CurPte => CurNode.Ptes[CurIdx];

@@ -98,6 +98,9 @@ public class Cursor : IDisposable, IEnumerable<(VaddrRange Range, VmQueriedItem?
 
     IEnumerator IEnumerable.GetEnumerator() => GetEnumerator();
 
+    /// <summary>The raw slot at the current address (no frame handle is created); the cursor must be inside its range.</summary>
+    internal PtSlot QuerySlot() => _pt.Query();
+
     /// <summary>Releases the cursor's part of the page table. A second call does nothing.</summary>
     public void Dispose()
     {

@@ -66,14 +66,14 @@ public sealed class CursorMut : Cursor
         for (ulong paddr = segment.Paddr; paddr < end; paddr += Paging.PageSize) MapTracked(paddr, prop);
     }
 
-    private void MapTracked(ulong paddr, PageProperty prop)
+    private void MapTracked(ulong paddr, PageProperty prop, bool takeReference = true, bool populate = false)
     {
         prop = prop with { PrivFlags = prop.PrivFlags & ~PrivilegedPageFlags.Avail1 };
         ulong va = _pt.Va;
         ulong pte = Pte.Leaf(paddr, prop, 1);
-        _space.Pool.AddRef(paddr);
+        if (takeReference) _space.Pool.AddRef(paddr);
         ulong old = _pt.MapBase(pte);
-        var op = TlbFlushOp.ForMap(va, Paging.PageSize, _space.Pool.Fd, paddr, Pte.HostProt(pte));
+        var op = TlbFlushOp.ForMap(va, Paging.PageSize, _space.Pool.Fd, paddr, Pte.HostProt(pte), populate);
         if (Pte.IsPresent(old) && !Pte.IsUntracked(old)) _flusher.IssueTlbFlushWith(op, Pte.Paddr(old));
         else _flusher.IssueTlbFlush(op);
     }
@@ -182,4 +182,16 @@ public sealed class CursorMut : Cursor
     }
 
     private protected override void OnDispose() => _flusher.DispatchTlbFlush();
+
+    /// <summary>
+    /// Maps the frame at <paramref name="paddr"/> at the current address, taking over the
+    /// caller's reference, and moves one page on; <paramref name="populate"/> asks the host to
+    /// fill its page tables in the same call. For the areas layer's fault paths.
+    /// </summary>
+    internal void MapOwnedFrame(ulong paddr, PageProperty prop, bool populate)
+    {
+        CheckSpan(Paging.PageSize);
+        MapTracked(paddr, prop, takeReference: false, populate);
+    }
+
 }

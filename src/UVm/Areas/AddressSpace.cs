@@ -1,0 +1,491 @@
+using System.Runtime.CompilerServices;
+using UVm.Faults;
+using UVm.Io;
+using UVm.PageTable;
+using UVm.Spaces;
+
+namespace UVm.Areas;
+
+/// <summary>
+/// The mapping layer over a <see cref="VmSpace"/>: a set of non-overlapping areas, each with
+/// rights and a backend, and the default page-fault handler that serves them (demand-zero with
+/// fault-around, copy-on-write after <see cref="Fork"/>, shared writes for linear areas).
+/// </summary>
+/// <remarks>
+/// <para>Thread-safe. Map, unmap, protect and fork take the area set's write lock; faults take
+/// its read lock, so faults in different places resolve in parallel.</para>
+/// <para>Rights: an area's flags are the most a page may have. A private page shared with a
+/// forked space is mapped without W until its first write fault copies it (or takes it over
+/// when no other space holds it). <see cref="Protect"/> removes rights at once; it adds W to a
+/// private page lazily, on its next write fault.</para>
+/// </remarks>
+public sealed class AddressSpace : IDisposable
+{
+    private static readonly ConditionalWeakTable<VmSpace, AddressSpace> s_owners = new();
+
+    private readonly ReaderWriterLockSlim _lock = new(LockRecursionPolicy.NoRecursion);
+    private readonly SortedList<ulong, VmArea> _areas = new();
+    private readonly FrameReservations _reservations;
+    private int _faultAround = 16;
+    private int _disposed;
+
+    /// <summary>Creates an empty address space over a new <see cref="VmSpace"/>.</summary>
+    /// <exception cref="ArgumentException">Invalid <paramref name="options"/> (see <see cref="VmSpace(VmSpaceOptions)"/>).</exception>
+    public AddressSpace(VmSpaceOptions? options = null) : this(new VmSpace(options))
+    {
+        Space.RegisterPageFaultHandler(DefaultHandler);
+    }
+
+    private AddressSpace(VmSpace space)
+    {
+        Space = space;
+        _reservations = new FrameReservations(space.Pool);
+        s_owners.Add(space, this);
+    }
+
+    /// <summary>The space this layer manages. Map frames into it directly only outside every area.</summary>
+    public VmSpace Space { get; }
+
+    /// <summary>What the default page-fault handler did.</summary>
+    public AreaStats Stats { get; } = new();
+
+    /// <summary>
+    /// Pages a demand-zero fault fills at once: the aligned window around the faulting page,
+    /// cut to the area, skipping mapped pages. Default 16; 1 turns fault-around off.
+    /// </summary>
+    /// <exception cref="ArgumentOutOfRangeException">Not a power of two between 1 and 512.</exception>
+    public int FaultAroundPages
+    {
+        get => _faultAround;
+        set
+        {
+            if (value < 1 || value > 512 || (value & (value - 1)) != 0)
+                ThrowHelper.OutOfRange("fault-around must be a power of two from 1 to 512 pages", nameof(value));
+            _faultAround = value;
+        }
+    }
+
+    /// <summary>The areas, in address order.</summary>
+    public IReadOnlyList<VmArea> Areas
+    {
+        get
+        {
+            _lock.EnterReadLock();
+            try { return _areas.Values.ToArray(); }
+            finally { _lock.ExitReadLock(); }
+        }
+    }
+
+    /// <summary>
+    /// Maps <paramref name="length"/> bytes with <paramref name="backend"/> and returns the
+    /// address: <see cref="VmMapOptions.Addr"/> if given, else the lowest free range aligned to
+    /// <see cref="VmMapOptions.Align"/>. Linear backends and populated allocations are mapped
+    /// before this returns; lazy allocations on first access.
+    /// </summary>
+    /// <exception cref="ArgumentException">Length or address unaligned; alignment not a power of two of at least a page; <see cref="VmMapOptions.CanOverwrite"/> without an address; a linear backend's offset unaligned.</exception>
+    /// <exception cref="UVmException"><see cref="UVmError.InvalidArgs"/>: zero length, range past the space or overflowing, a linear backend too small;
+    /// <see cref="UVmError.MapAlreadyMappedVaddr"/>: the fixed range overlaps an area and overwriting was not allowed (nothing changes);
+    /// <see cref="UVmError.NoMemory"/>: no free range, or no frames for a populated area (nothing stays mapped).</exception>
+    public ulong Map(ulong length, AreaBackend backend, VmMapOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(backend);
+        ArgumentNullException.ThrowIfNull(options);
+        ThrowIfDisposed();
+        if (length == 0) ThrowHelper.UVm(UVmError.InvalidArgs, "cannot map zero bytes");
+        if (!Paging.IsAligned(length)) ThrowHelper.Argument("the length must be page aligned", nameof(length));
+        ulong align = options.Align;
+        if (align < Paging.PageSize || (align & (align - 1)) != 0) ThrowHelper.Argument("the alignment must be a power of two of at least a page", nameof(options));
+        if (options.CanOverwrite && options.Addr is null) ThrowHelper.Argument("overwriting needs a fixed address", nameof(options));
+        if (options.Addr is { } fixedAddr && (fixedAddr & (align - 1)) != 0) ThrowHelper.Argument("the address is not aligned as asked", nameof(options));
+        CheckBackend(backend, length);
+
+        _lock.EnterWriteLock();
+        try
+        {
+            VaddrRange range;
+            if (options.Addr is { } addr)
+            {
+                range = VaddrRange.FromLength(addr, length);
+                if (range.End > Space.Size) ThrowHelper.UVm(UVmError.InvalidArgs, $"{range} passes the end of the space");
+                if (OverlapsLocked(range))
+                {
+                    if (!options.CanOverwrite) ThrowHelper.UVm(UVmError.MapAlreadyMappedVaddr, $"{range} overlaps an existing area");
+                    UnmapLocked(range);
+                }
+            }
+            else
+            {
+                range = FindFreeLocked(length, align);
+            }
+            var area = new VmArea(range, options.Flags, backend);
+            try
+            {
+                MapAtOnce(area);
+            }
+            catch
+            {
+                using (CursorMut c = Space.CursorMut(range)) c.Unmap(range.Length);
+                throw;
+            }
+            _areas.Add(range.Start, area);
+            return range.Start;
+        }
+        finally
+        {
+            _lock.ExitWriteLock();
+        }
+    }
+
+    /// <summary>
+    /// Unmaps <paramref name="range"/>: areas inside go, areas across its ends are split, and
+    /// every frame mapped there is released after the host no longer maps it. Holes are fine.
+    /// </summary>
+    /// <exception cref="ArgumentException">The range is not page aligned.</exception>
+    /// <exception cref="UVmException"><see cref="UVmError.InvalidArgs"/>: empty or past the space.</exception>
+    public void Unmap(VaddrRange range)
+    {
+        CheckRange(range);
+        _lock.EnterWriteLock();
+        try { UnmapLocked(range); }
+        finally { _lock.ExitWriteLock(); }
+    }
+
+    /// <summary>
+    /// Sets the rights of every area part inside <paramref name="range"/> to <paramref name="flags"/>,
+    /// splitting areas at the range's ends, and updates the mapped pages and the host.
+    /// </summary>
+    /// <exception cref="ArgumentException">The range is not page aligned.</exception>
+    /// <exception cref="UVmException"><see cref="UVmError.InvalidArgs"/>: empty or past the space.</exception>
+    public void Protect(VaddrRange range, PageFlags flags)
+    {
+        CheckRange(range);
+        _lock.EnterWriteLock();
+        try
+        {
+            SplitAtLocked(range.Start);
+            SplitAtLocked(range.End);
+            foreach (VmArea area in AreasInLocked(range))
+            {
+                _areas[area.Range.Start] = area with { Flags = flags };
+                bool privatePages = area.Backend is AreaBackend.Alloc;
+                using CursorMut c = Space.CursorMut(area.Range);
+                while (c.VirtAddr < area.Range.End &&
+                       c.ProtectNext(area.Range.End - c.VirtAddr, (ref PageFlags f, ref CachePolicy _) =>
+                       {
+                           // Private pages regain W on their next write fault, which checks for sharing.
+                           PageFlags keep = f & (PageFlags.Accessed | PageFlags.Dirty | PageFlags.Avail1 | PageFlags.Avail2);
+                           PageFlags rights = privatePages && (f & PageFlags.W) == 0 ? flags & ~PageFlags.W : flags;
+                           f = keep | (rights & PageFlags.RWX);
+                       }) is not null)
+                {
+                }
+            }
+        }
+        finally
+        {
+            _lock.ExitWriteLock();
+        }
+    }
+
+    /// <summary>The slots of <paramref name="range"/>: mapped items and holes. Dispose the items.</summary>
+    /// <exception cref="ArgumentException">The range is not page aligned.</exception>
+    /// <exception cref="UVmException"><see cref="UVmError.InvalidArgs"/>: empty or past the space.</exception>
+    public IReadOnlyList<(VaddrRange Range, VmQueriedItem? Item)> QueryRange(VaddrRange range)
+    {
+        CheckRange(range);
+        using Cursor c = Space.Cursor(range);
+        return c.ToList();
+    }
+
+    /// <summary>Unmaps every area.</summary>
+    public void Clear()
+    {
+        ThrowIfDisposed();
+        Unmap(new VaddrRange(0, Space.Size));
+    }
+
+    /// <summary>
+    /// Forks the address space copy-on-write: the child has the same areas and mappings, every
+    /// private frame shared read-only by both until one of them writes it; nothing is copied now.
+    /// </summary>
+    public AddressSpace Fork()
+    {
+        ThrowIfDisposed();
+        _lock.EnterWriteLock();
+        try
+        {
+            VmSpace childSpace = Space.ForkCopyOnWrite();
+            var child = new AddressSpace(childSpace) { _faultAround = _faultAround };
+            foreach (VmArea area in _areas.Values) child._areas.Add(area.Range.Start, area);
+            return child;
+        }
+        finally
+        {
+            _lock.ExitWriteLock();
+        }
+    }
+
+    /// <summary>
+    /// Resolves every page of <paramref name="range"/> for <paramref name="access"/> now (like
+    /// <c>MAP_POPULATE</c>) and fills the host's page tables, so later direct access through
+    /// host pointers cannot fault.
+    /// </summary>
+    /// <exception cref="ArgumentException">The range is not page aligned.</exception>
+    /// <exception cref="UVmException"><see cref="UVmError.InvalidArgs"/>: empty or past the space;
+    /// <see cref="UVmError.PageFault"/>: a page cannot be resolved for that access (no area, or not allowed).</exception>
+    public void Prefault(VaddrRange range, PageFaultAccess access)
+    {
+        CheckRange(range);
+        PageFlags need = access switch { PageFaultAccess.Write => PageFlags.W, PageFaultAccess.Execute => PageFlags.X, _ => PageFlags.R };
+        ulong va = range.Start;
+        int attempts = 0;
+        while (va < range.End)
+        {
+            PtSlot slot;
+            using (Cursor c = Space.Cursor(new VaddrRange(va, va + Paging.PageSize))) slot = c.QuerySlot();
+            if (slot.IsMapped && (Pte.ToProp(slot.Entry).Flags & need) != 0)
+            {
+                va = slot.Va + slot.Size;
+                attempts = 0;
+                continue;
+            }
+            if (++attempts > FallibleIo.MaxRetriesPerAddress || !Space.HandlePageFault(va, access))
+                throw new UVmException(UVmError.PageFault, $"page 0x{va:x} cannot be resolved for {access}");
+        }
+        int advice = access == PageFaultAccess.Write ? Host.Libc.MADV_POPULATE_WRITE : Host.Libc.MADV_POPULATE_READ;
+        Host.Libc.Madvise(Space.HostBase + (nint)range.Start, (nuint)range.Length, advice);
+    }
+
+    /// <summary>Disposes the space: every frame is released. A second call does nothing.</summary>
+    public void Dispose()
+    {
+        if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
+        Space.Dispose();
+        _reservations.Dispose();
+        s_owners.Remove(Space);
+    }
+
+    // ---- the default page-fault handler -------------------------------------------------
+
+    private static bool DefaultHandler(VmSpace space, in PageFaultInfo info) =>
+        s_owners.TryGetValue(space, out AddressSpace? owner) && owner.HandleFault(info);
+
+    private bool HandleFault(in PageFaultInfo info)
+    {
+        if (!_lock.TryEnterReadLock(Timeout.Infinite)) return false;
+        try
+        {
+            if (_disposed != 0 || !TryFindLocked(info.Address, out VmArea? area))
+            {
+                Interlocked.Increment(ref Stats._refused);
+                return false;
+            }
+            PageFlags need = info.Access switch { PageFaultAccess.Write => PageFlags.W, PageFaultAccess.Execute => PageFlags.X, _ => PageFlags.R };
+            if ((area!.Flags & need) == 0)
+            {
+                Interlocked.Increment(ref Stats._refused);
+                return false;
+            }
+            ulong page = Paging.AlignDown(info.Address, Paging.PageSize);
+            PageProperty prop = PageProperty.New(area.Flags);
+            using CursorMut c = Space.CursorMut(new VaddrRange(page, page + Paging.PageSize));
+            PtSlot slot = c.QuerySlot();
+            if (!slot.IsMapped)
+            {
+                c.Dispose();
+                return area.Backend is AreaBackend.Alloc ? DemandZero(area, page) : RemapLinear(area, page);
+            }
+            bool privatePage = area.Backend is AreaBackend.Alloc && !Pte.IsUntracked(slot.Entry);
+            if (info.Access != PageFaultAccess.Write || !privatePage)
+            {
+                // Rights the area allows but the page lost (a shared page write-protected by a fork,
+                // or rights given back by Protect). A private page gets W only through the copy path.
+                PageFlags add = area.Flags & PageFlags.RWX;
+                if (privatePage) add &= ~PageFlags.W;
+                c.ProtectNext(Paging.PageSize, (ref PageFlags f, ref CachePolicy _) => f |= add);
+                Interlocked.Increment(ref Stats._sharedWrites);
+                return true;
+            }
+            ulong old = Pte.Paddr(slot.Entry);
+            if (Space.Pool.ReferenceCount(old) == 1)
+            {
+                c.ProtectNext(Paging.PageSize, (ref PageFlags f, ref CachePolicy _) => f |= PageFlags.W);
+                Interlocked.Increment(ref Stats._cowTakeovers);
+                return true;
+            }
+            ulong copy = _reservations.AllocFor(page);
+            unsafe
+            {
+                // SAFETY: both frames are alive (the old one is mapped under our cursor's lock, the
+                // new one is ours) and the linear map covers the whole pool.
+                Buffer.MemoryCopy(Space.Pool.LinearAddress(old), Space.Pool.LinearAddress(copy), Paging.PageSize, Paging.PageSize);
+            }
+            c.MapOwnedFrame(copy, prop, populate: false);
+            Interlocked.Increment(ref Stats._cowCopies);
+            return true;
+        }
+        finally
+        {
+            _lock.ExitReadLock();
+        }
+    }
+
+    /// <summary>Maps zeroed frames over the unmapped pages of the fault-around window of <paramref name="page"/>.</summary>
+    private bool DemandZero(VmArea area, ulong page)
+    {
+        ulong window = (ulong)_faultAround * Paging.PageSize;
+        ulong start = Math.Max(area.Range.Start, Paging.AlignDown(page, window));
+        ulong end = Math.Min(area.Range.End, Paging.AlignDown(page, window) + window);
+        PageProperty prop = PageProperty.New(area.Flags);
+        int filled = 0;
+        using (CursorMut c = Space.CursorMut(new VaddrRange(start, end)))
+        {
+            for (ulong va = start; va < end; va += Paging.PageSize)
+            {
+                c.Jump(va);
+                if (c.QuerySlot().IsMapped) continue;
+                ulong paddr;
+                try
+                {
+                    paddr = _reservations.AllocFor(va);
+                }
+                catch (UVmException e) when (e.Error == UVmError.NoMemory && va != page)
+                {
+                    continue; // the window is a bonus; only the faulting page must succeed
+                }
+                c.MapOwnedFrame(paddr, prop, populate: true);
+                filled++;
+            }
+        }
+        Interlocked.Increment(ref Stats._demandZero);
+        Interlocked.Add(ref Stats._demandZeroPages, filled);
+        return true;
+    }
+
+    /// <summary>Maps the linear page again (it can go missing only if someone unmapped it through the space directly).</summary>
+    private bool RemapLinear(VmArea area, ulong page)
+    {
+        MapAtOnce(area.Slice(page, page + Paging.PageSize));
+        return true;
+    }
+
+    // ---- the area set ---------------------------------------------------------------------
+
+    private void MapAtOnce(VmArea area)
+    {
+        PageProperty prop = PageProperty.New(area.Flags);
+        switch (area.Backend)
+        {
+            case AreaBackend.Alloc { Populate: true }:
+                using (CursorMut c = Space.CursorMut(area.Range))
+                {
+                    for (ulong va = area.Range.Start; va < area.Range.End; va += Paging.PageSize)
+                        c.MapOwnedFrame(_reservations.AllocFor(va), prop, populate: false);
+                }
+                break;
+            case AreaBackend.LinearFrames f:
+                using (CursorMut c = Space.CursorMut(area.Range))
+                {
+                    ulong first = f.Offset / Paging.PageSize;
+                    for (ulong i = 0; i < area.Range.Length / Paging.PageSize; i++)
+                    {
+                        using var frame = f.Segment.FrameAt(first + i);
+                        c.Map(frame, prop);
+                    }
+                }
+                break;
+            case AreaBackend.LinearIoMem io:
+                using (CursorMut c = Space.CursorMut(area.Range)) c.MapIoMem(io.IoMem, prop, area.Range.Length, io.Offset);
+                break;
+        }
+    }
+
+    private void UnmapLocked(VaddrRange range)
+    {
+        SplitAtLocked(range.Start);
+        SplitAtLocked(range.End);
+        foreach (VmArea area in AreasInLocked(range)) _areas.Remove(area.Range.Start);
+        using (CursorMut c = Space.CursorMut(range)) c.Unmap(range.Length);
+        _reservations.ReleaseWithin(range);
+    }
+
+    /// <summary>Splits the area containing <paramref name="va"/> (if any, and if it does not start there) in two.</summary>
+    private void SplitAtLocked(ulong va)
+    {
+        if (!TryFindLocked(va, out VmArea? area) || area!.Range.Start == va) return;
+        _areas[area.Range.Start] = area.Slice(area.Range.Start, va);
+        _areas.Add(va, area.Slice(va, area.Range.End));
+    }
+
+    private List<VmArea> AreasInLocked(VaddrRange range)
+    {
+        var result = new List<VmArea>();
+        foreach (VmArea a in _areas.Values)
+        {
+            if (a.Range.Start >= range.End) break;
+            if (a.Range.End > range.Start) result.Add(a);
+        }
+        return result;
+    }
+
+    private bool OverlapsLocked(VaddrRange range) => AreasInLocked(range).Count > 0;
+
+    private bool TryFindLocked(ulong va, out VmArea? area)
+    {
+        IList<ulong> keys = _areas.Keys;
+        int lo = 0, hi = keys.Count - 1, found = -1;
+        while (lo <= hi)
+        {
+            int mid = (lo + hi) >> 1;
+            if (keys[mid] <= va) { found = mid; lo = mid + 1; }
+            else hi = mid - 1;
+        }
+        area = found >= 0 && _areas.Values[found].Range.Contains(va) ? _areas.Values[found] : null;
+        return area != null;
+    }
+
+    private VaddrRange FindFreeLocked(ulong length, ulong align)
+    {
+        // Guest address 0 stays unmapped so a null guest pointer always faults.
+        ulong candidate = Math.Max(align, Paging.PageSize);
+        foreach (VmArea a in _areas.Values)
+        {
+            if (candidate + length <= a.Range.Start) break;
+            if (a.Range.End > candidate) candidate = (a.Range.End + align - 1) & ~(align - 1);
+        }
+        if (candidate + length < candidate || candidate + length > Space.Size)
+            ThrowHelper.UVm(UVmError.NoMemory, $"no free range of 0x{length:x} bytes aligned to 0x{align:x}");
+        return new VaddrRange(candidate, candidate + length);
+    }
+
+    private void CheckBackend(AreaBackend backend, ulong length)
+    {
+        switch (backend)
+        {
+            case AreaBackend.LinearFrames f:
+                if (!Paging.IsAligned(f.Offset)) ThrowHelper.Argument("the linear offset must be page aligned", nameof(backend));
+                if (!ReferenceEquals(f.Segment.Pool, Space.Pool)) ThrowHelper.Argument("the segment belongs to another pool", nameof(backend));
+                if (f.Offset > f.Segment.Size || f.Segment.Size - f.Offset < length)
+                    ThrowHelper.UVm(UVmError.InvalidArgs, "the segment is smaller than the mapping");
+                break;
+            case AreaBackend.LinearIoMem io:
+                if (!Paging.IsAligned(io.Offset)) ThrowHelper.Argument("the linear offset must be page aligned", nameof(backend));
+                if (io.Offset > io.IoMem.Size || io.IoMem.Size - io.Offset < length)
+                    ThrowHelper.UVm(UVmError.InvalidArgs, "the I/O memory is smaller than the mapping");
+                break;
+        }
+    }
+
+    private void CheckRange(VaddrRange range)
+    {
+        ThrowIfDisposed();
+        if (!Paging.IsAligned(range.Start) || !Paging.IsAligned(range.End)) ThrowHelper.Argument($"range {range} is not page aligned", nameof(range));
+        if (range.IsEmpty) ThrowHelper.UVm(UVmError.InvalidArgs, $"range {range} is empty");
+        if (range.End > Space.Size) ThrowHelper.UVm(UVmError.InvalidArgs, $"range {range} passes the end of the space");
+    }
+
+    private void ThrowIfDisposed()
+    {
+        if (Volatile.Read(ref _disposed) != 0) ThrowHelper.Disposed(nameof(AddressSpace));
+    }
+}

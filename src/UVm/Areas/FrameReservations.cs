@@ -1,0 +1,71 @@
+using UVm.Frames;
+
+namespace UVm.Areas;
+
+/// <summary>
+/// Per space, one reserved pool chunk per 2 MiB region of guest addresses: the frame for page
+/// <c>i</c> of the region is taken from slot <c>i</c> of the chunk, so pages contiguous in
+/// guest address are contiguous in <c>Paddr</c> and the host merges their mappings into one.
+/// When the slot is taken (a frame still shared with a forked space sits there), the region
+/// moves to a fresh chunk. Thread-safe.
+/// </summary>
+internal sealed class FrameReservations : IDisposable
+{
+    private readonly FramePool _pool;
+    private readonly Dictionary<ulong, int> _chunks = new();
+
+    internal FrameReservations(FramePool pool) => _pool = pool;
+
+    /// <summary>Allocates a zeroed frame for guest page <paramref name="va"/> at its slot; one reference, owned by the caller.</summary>
+    internal ulong AllocFor(ulong va)
+    {
+        ulong region = va >> 21;
+        ulong slot = (va >> Paging.PageShift) & (FramePool.ChunkFrames - 1);
+        lock (_chunks)
+        {
+            for (int attempt = 0; attempt < 2; attempt++)
+            {
+                if (!_chunks.TryGetValue(region, out int chunk) || attempt == 1)
+                {
+                    if (attempt == 1 && _chunks.Remove(region, out int stale)) _pool.ReleaseChunk(stale);
+                    try
+                    {
+                        chunk = _pool.ReserveChunk();
+                    }
+                    catch (UVmException e) when (e.Error == UVmError.NoMemory)
+                    {
+                        break; // no whole chunk left: fall back to any frame
+                    }
+                    _chunks[region] = chunk;
+                }
+                ulong paddr = (ulong)chunk * FramePool.ChunkFrames * Paging.PageSize + slot * Paging.PageSize;
+                if (_pool.TryAllocAt(paddr)) return paddr;
+            }
+        }
+        using UFrame frame = _pool.AllocFrame();
+        _pool.AddRef(frame.Paddr);
+        return frame.Paddr;
+    }
+
+    /// <summary>Gives back the reservations of the 2 MiB regions entirely inside <paramref name="range"/>.</summary>
+    internal void ReleaseWithin(VaddrRange range)
+    {
+        lock (_chunks)
+        {
+            foreach (ulong region in _chunks.Keys.ToArray())
+            {
+                ulong start = region << 21, end = start + Paging.HugePageSize;
+                if (start >= range.Start && end <= range.End && _chunks.Remove(region, out int chunk)) _pool.ReleaseChunk(chunk);
+            }
+        }
+    }
+
+    public void Dispose()
+    {
+        lock (_chunks)
+        {
+            foreach (int chunk in _chunks.Values) _pool.ReleaseChunk(chunk);
+            _chunks.Clear();
+        }
+    }
+}

@@ -1,0 +1,70 @@
+namespace UVm.PageTable;
+
+/// <summary>Receives each leaf a copy-on-write fork copies, to mirror it on the hosts and count references.</summary>
+internal interface IForkVisitor
+{
+    /// <param name="va">Start of the slot.</param>
+    /// <param name="size">Size of the slot.</param>
+    /// <param name="before">The parent's entry before the fork.</param>
+    /// <param name="after">The entry both spaces hold now (write access removed from tracked frames).</param>
+    void Leaf(ulong va, ulong size, ulong before, ulong after);
+}
+
+/// <summary>
+/// The page-table half of a copy-on-write fork: copies every node under a cursor's guard into a
+/// fresh table, sharing the frames and removing write access from tracked leaves in both.
+/// </summary>
+internal static class PtFork
+{
+    /// <summary>
+    /// Copies the tree under <paramref name="parent"/>'s guard node into <paramref name="child"/>.
+    /// The cursor must cover the whole user range <c>[0, Size)</c> and be mutable and fresh, so its
+    /// guard node covers the range and is based at address 0. Child nodes of the parent are
+    /// locked while copied; the child table is not yet shared with anybody and needs no lock.
+    /// </summary>
+    internal static void CopyOnWrite(PtCursor parent, PageTable child, IForkVisitor visitor)
+    {
+        System.Diagnostics.Debug.Assert(parent.BarrierStart == 0 && parent.Va == 0);
+        int guardLevel = parent.GuardLevel;
+        PtNode dst = child.Root;
+        for (int level = Paging.NrLevels; level > guardLevel; level--)
+        {
+            PtNode next = child.NewNode(level - 1);
+            dst.SetChild(0, next);
+            dst = next;
+        }
+        CopyNode(parent.GuardNode, dst, guardLevel, 0, child, visitor);
+    }
+
+    private static void CopyNode(PtNode src, PtNode dst, int level, ulong vaBase, PageTable child, IForkVisitor visitor)
+    {
+        ulong size = Paging.PageSizeAt(level);
+        for (int i = 0; i < Paging.EntriesPerNode; i++)
+        {
+            ulong pte = src.Ptes[i];
+            if (!Pte.IsPresent(pte)) continue;
+            ulong va = vaBase + (ulong)i * size;
+            if (!Pte.IsLast(pte, level))
+            {
+                PtNode srcChild = src.Children![i]!;
+                srcChild.Lock();
+                try
+                {
+                    if (srcChild.ValidCount == 0) continue;
+                    PtNode dstChild = child.NewNode(level - 1);
+                    dst.SetChild(i, dstChild);
+                    CopyNode(srcChild, dstChild, level - 1, va, child, visitor);
+                }
+                finally
+                {
+                    srcChild.Unlock();
+                }
+                continue;
+            }
+            ulong shared = Pte.IsUntracked(pte) ? pte : pte & ~Pte.Writable;
+            src.Ptes[i] = shared;
+            dst.SetLeaf(i, shared);
+            visitor.Leaf(va, size, pte, shared);
+        }
+    }
+}

@@ -1,0 +1,81 @@
+using UVm.Host;
+using UVm.PageTable;
+
+namespace UVm.Spaces;
+
+/// <summary>Copy-on-write fork of a space.</summary>
+public sealed partial class VmSpace
+{
+    /// <summary>
+    /// Creates a child space with the same mappings: every tracked frame is shared by both
+    /// spaces and mapped read-only in both (no page data is copied); I/O memory is shared as it
+    /// is. The child inherits the page-fault handler, which decides what a write to a shared
+    /// page does (the areas layer copies the frame, or takes it over when it is the last
+    /// reference). Host mappings are installed in the child at once, one syscall per run, and
+    /// the parent's writable runs are write-protected before this returns.
+    /// </summary>
+    /// <remarks>Waits for live cursors of other threads; must not be called while the calling
+    /// thread holds a cursor of this space.</remarks>
+    /// <exception cref="ObjectDisposedException">The space was disposed.</exception>
+    public VmSpace ForkCopyOnWrite()
+    {
+        ThrowIfDisposed();
+        var child = new VmSpace(new VmSpaceOptions { Size = Size, GuardSize = _arena.Guard, Pool = Pool });
+        child._pageFaultHandler = Volatile.Read(ref _pageFaultHandler);
+        var cursor = new PtCursor(_pt, 0, Size, mutable: true);
+        try
+        {
+            lock (_ioMems)
+            {
+                foreach (IoMem io in _ioMems) child.KeepIoMem(io);
+            }
+            var visitor = new ForkMirror(this, child);
+            PtFork.CopyOnWrite(cursor, child._pt, visitor);
+            visitor.Dispatch();
+        }
+        catch
+        {
+            cursor.Release();
+            child.Dispose();
+            throw;
+        }
+        cursor.Release();
+        return child;
+    }
+
+    /// <summary>Takes the child's references and queues both spaces' host updates, run by run.</summary>
+    private sealed class ForkMirror : IForkVisitor
+    {
+        private readonly VmSpace _parent, _child;
+        private readonly TlbFlusher _parentFlusher, _childFlusher;
+
+        internal ForkMirror(VmSpace parent, VmSpace child)
+        {
+            _parent = parent;
+            _child = child;
+            _parentFlusher = new TlbFlusher(parent._arena, parent.Pool, parent.HostStats);
+            _childFlusher = new TlbFlusher(child._arena, child.Pool, child.HostStats);
+        }
+
+        public void Leaf(ulong va, ulong size, ulong before, ulong after)
+        {
+            ulong paddr = Pte.Paddr(after);
+            int prot = Pte.HostProt(after);
+            if (Pte.IsUntracked(after))
+            {
+                if (_parent.FindIoMemByPaddr(paddr) is { } io)
+                    _childFlusher.IssueTlbFlush(TlbFlushOp.ForMap(va, size, io.Io.Fd, io.Io.FileOffset + io.Offset, prot));
+                return;
+            }
+            _parent.Pool.AddRef(paddr);
+            _childFlusher.IssueTlbFlush(TlbFlushOp.ForMap(va, size, _parent.Pool.Fd, paddr, prot));
+            if (before != after) _parentFlusher.IssueTlbFlush(TlbFlushOp.ForProtect(va, size, prot));
+        }
+
+        internal void Dispatch()
+        {
+            _parentFlusher.DispatchTlbFlush();
+            _childFlusher.DispatchTlbFlush();
+        }
+    }
+}
