@@ -18,15 +18,24 @@ public sealed class TlbFlusher
     private readonly HostArena _arena;
     private readonly FramePool _pool;
     private readonly HostStats _stats;
+    private readonly HostMappingBudget _budget;
     private readonly List<TlbFlushOp> _ops = new();
     private readonly List<ulong> _release = new();
 
-    internal TlbFlusher(HostArena arena, FramePool pool, HostStats stats)
+    internal TlbFlusher(HostArena arena, FramePool pool, HostStats stats, HostMappingBudget budget)
     {
         _arena = arena;
         _pool = pool;
         _stats = stats;
+        _budget = budget;
     }
+
+    /// <summary>
+    /// Call before changing the page table: throws <see cref="UVmException"/>
+    /// (<see cref="UVmError.HostMappingLimit"/>) if one more host operation might not fit the
+    /// space's mapping budget, so a refusal leaves table and host unchanged.
+    /// </summary>
+    internal void EnsureRoomForOneMore() => _budget.EnsureRoom(_ops.Count);
 
     /// <summary>Operations waiting for dispatch (after merging).</summary>
     public int PendingOps => _ops.Count;
@@ -69,6 +78,7 @@ public sealed class TlbFlusher
         finally
         {
             _ops.RemoveRange(0, done);
+            _budget.Applied(done);
         }
         if (done > 0) _stats.CountDispatch();
         if (_release.Count > 0)

@@ -71,6 +71,7 @@ public sealed class CursorMut : Cursor
         prop = prop with { PrivFlags = prop.PrivFlags & ~PrivilegedPageFlags.Avail1 };
         ulong va = _pt.Va;
         ulong pte = Pte.Leaf(paddr, prop, 1);
+        _flusher.EnsureRoomForOneMore();
         if (takeReference) _space.Pool.AddRef(paddr);
         ulong old = _pt.MapBase(pte);
         var op = TlbFlushOp.ForMap(va, Paging.PageSize, _space.Pool.Fd, paddr, Pte.HostProt(pte), populate);
@@ -102,6 +103,7 @@ public sealed class CursorMut : Cursor
         ulong paddr = ioMem.Paddr + offset;
         while (_pt.Va < end)
         {
+            _flusher.EnsureRoomForOneMore();
             (PtSlot slot, ulong old) = _pt.MapUntrackedStep(paddr, end, prop);
             var op = TlbFlushOp.ForMap(slot.Va, slot.Size, ioMem.Fd, ioMem.FileOffset + (paddr - ioMem.Paddr), Pte.HostProt(slot.Entry));
             if (old != 0 && !Pte.IsUntracked(old)) _flusher.IssueTlbFlushWith(op, Pte.Paddr(old));
@@ -169,6 +171,7 @@ public sealed class CursorMut : Cursor
         ArgumentNullException.ThrowIfNull(op);
         if (!Paging.IsAligned(len)) ThrowHelper.Argument("the length must be page aligned", nameof(len));
         CheckSpan(len);
+        _flusher.EnsureRoomForOneMore();
         PtSlot? slot = _pt.ProtectNext(len, prop =>
         {
             PageFlags flags = prop.Flags;

@@ -147,7 +147,7 @@ public sealed partial class VmSpace : IFaultResolver
     {
         ulong page = Paging.AlignDown(info.Address, Paging.PageSize);
         var cursor = new PtCursor(_pt, page, page + Paging.PageSize, mutable: false);
-        var flusher = new TlbFlusher(_arena, Pool, HostStats);
+        var flusher = NewFlusher();
         try
         {
             PtSlot slot = cursor.Query();
@@ -162,6 +162,14 @@ public sealed partial class VmSpace : IFaultResolver
             {
                 info = info with { Kind = PageFaultKind.Protection };
                 return false;
+            }
+            try
+            {
+                flusher.EnsureRoomForOneMore();
+            }
+            catch (UVmException e) when (e.Error == UVmError.HostMappingLimit)
+            {
+                return false; // no room on the host: the fault stays unresolved
             }
             ulong paddr = Pte.Paddr(slot.Entry) + (page - slot.Va);
             int prot = Pte.HostProt(slot.Entry);

@@ -20,21 +20,24 @@ public sealed partial class VmSpace
     public VmSpace ForkCopyOnWrite()
     {
         ThrowIfDisposed();
-        var child = new VmSpace(new VmSpaceOptions { Size = Size, GuardSize = _arena.Guard, Pool = Pool });
+        var child = new VmSpace(new VmSpaceOptions { Size = Size, GuardSize = _arena.Guard, Pool = Pool, MaxHostMappings = Budget.Limit });
         child._pageFaultHandler = Volatile.Read(ref _pageFaultHandler);
         var cursor = new PtCursor(_pt, 0, Size, mutable: true);
+        var visitor = new ForkMirror(this, child);
         try
         {
             lock (_ioMems)
             {
                 foreach (IoMem io in _ioMems) child.KeepIoMem(io);
             }
-            var visitor = new ForkMirror(this, child);
             PtFork.CopyOnWrite(cursor, child._pt, visitor);
             visitor.Dispatch();
         }
         catch
         {
+            // The parent's entries may already be write-protected: bring its host in line before
+            // letting go, then drop the half-made child (its frame references go with it).
+            visitor.DispatchParent();
             cursor.Release();
             child.Dispose();
             throw;
@@ -46,15 +49,14 @@ public sealed partial class VmSpace
     /// <summary>Takes the child's references and queues both spaces' host updates, run by run.</summary>
     private sealed class ForkMirror : IForkVisitor
     {
-        private readonly VmSpace _parent, _child;
+        private readonly VmSpace _parent;
         private readonly TlbFlusher _parentFlusher, _childFlusher;
 
         internal ForkMirror(VmSpace parent, VmSpace child)
         {
             _parent = parent;
-            _child = child;
-            _parentFlusher = new TlbFlusher(parent._arena, parent.Pool, parent.HostStats);
-            _childFlusher = new TlbFlusher(child._arena, child.Pool, child.HostStats);
+            _parentFlusher = parent.NewFlusher();
+            _childFlusher = child.NewFlusher();
         }
 
         public void Leaf(ulong va, ulong size, ulong before, ulong after)
@@ -67,10 +69,13 @@ public sealed partial class VmSpace
                     _childFlusher.IssueTlbFlush(TlbFlushOp.ForMap(va, size, io.Io.Fd, io.Io.FileOffset + io.Offset, prot));
                 return;
             }
+            _childFlusher.EnsureRoomForOneMore();
             _parent.Pool.AddRef(paddr);
             _childFlusher.IssueTlbFlush(TlbFlushOp.ForMap(va, size, _parent.Pool.Fd, paddr, prot));
             if (before != after) _parentFlusher.IssueTlbFlush(TlbFlushOp.ForProtect(va, size, prot));
         }
+
+        internal void DispatchParent() => _parentFlusher.DispatchTlbFlush();
 
         internal void Dispatch()
         {

@@ -34,8 +34,11 @@ public sealed partial class VmSpace : IDisposable
             ThrowHelper.Argument("the size must be a positive multiple of 2 MiB, at most 128 TiB", nameof(options));
         if (!Paging.IsAligned(options.GuardSize))
             ThrowHelper.Argument("the guard size must be page aligned", nameof(options));
+        if (options.MaxHostMappings is < 3)
+            ThrowHelper.Argument("the host-mapping budget must allow at least 3 mappings", nameof(options));
         Pool = options.Pool ?? FramePool.Default;
         _arena = new HostArena(options.Size, options.GuardSize);
+        Budget = new HostMappingBudget(_arena.Base, options.Size, options.MaxHostMappings ?? HostMappingBudget.DefaultLimit());
         _pt = new PageTable.PageTable(options.Size);
     }
 
@@ -64,6 +67,12 @@ public sealed partial class VmSpace : IDisposable
     public static VmSpace? Current => t_active is { IsDisposed: false } s ? s : null;
 
     internal PageTable.PageTable Table => _pt;
+    internal HostMappingBudget Budget { get; }
+
+    /// <summary>The space's budget of host mappings (see <see cref="VmSpaceOptions.MaxHostMappings"/>).</summary>
+    public int MaxHostMappings => Budget.Limit;
+
+    internal TlbFlusher NewFlusher() => new(_arena, Pool, HostStats, Budget);
     internal HostArena Arena => _arena;
 
     /// <summary>
@@ -89,8 +98,7 @@ public sealed partial class VmSpace : IDisposable
     public CursorMut CursorMut(VaddrRange range)
     {
         CheckRange(range);
-        return new CursorMut(this, new PtCursor(_pt, range.Start, range.End, mutable: true),
-            new TlbFlusher(_arena, Pool, HostStats));
+        return new CursorMut(this, new PtCursor(_pt, range.Start, range.End, mutable: true), NewFlusher());
     }
 
     /// <summary>Makes this the space that fallible readers and writers of the calling thread act on.</summary>

@@ -11,6 +11,13 @@ public sealed record VmSpaceOptions
     /// <summary>Bytes of never-mapped host guard after the arena. Page aligned; default 2 MiB.</summary>
     public ulong GuardSize { get; init; } = Paging.HugePageSize;
 
+    /// <summary>
+    /// The most host mappings (VMAs) the space's arena may use; operations that could pass it
+    /// fail with <see cref="UVmError.HostMappingLimit"/> before changing anything. Null means
+    /// three quarters of the kernel's <c>vm.max_map_count</c>.
+    /// </summary>
+    public int? MaxHostMappings { get; init; }
+
     /// <summary>The pool frames come from; null means <see cref="FramePool.Default"/>.</summary>
     public FramePool? Pool { get; init; }
 }
