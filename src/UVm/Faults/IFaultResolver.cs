@@ -11,4 +11,10 @@ internal interface IFaultResolver
 
     /// <summary>Tries to make the faulting access possible; true when it should be retried.</summary>
     bool Resolve(in NativeFault fault, out PageFaultInfo info);
+
+    /// <summary>
+    /// Records that the caller gives up on a fault that <see cref="Resolve"/> claimed to resolve
+    /// but that keeps recurring: it is then reported as unresolved (<paramref name="info"/>).
+    /// </summary>
+    void GiveUp(in PageFaultInfo info);
 }

@@ -27,7 +27,8 @@ public enum PageFaultKind
 }
 
 /// <summary>A page fault as UVm hands it to a page-fault handler, and reports it when unresolved.</summary>
-/// <param name="Address">Guest virtual address of the first byte that faulted (host address when <see cref="Kind"/> is <see cref="PageFaultKind.OutOfRange"/>).</param>
+/// <param name="Address">Guest virtual address of the first byte that faulted; when <see cref="Kind"/> is
+/// <see cref="PageFaultKind.OutOfRange"/> because the fault hit memory outside the arena (library memory), the host address.</param>
 /// <param name="Access">The access that faulted.</param>
 /// <param name="Kind">Why, according to the page table at the time of the fault.</param>
 /// <param name="Signal">The host signal: 11 (SIGSEGV) or 7 (SIGBUS).</param>

@@ -250,6 +250,7 @@ public static unsafe class FallibleIo
         private ulong _addr;
         private ulong _progress;
         private int _count;
+        private PageFaultInfo _last; // what the resolver said about the previous fault
 
         [MethodImpl(MethodImplOptions.NoInlining)]
         internal bool Resolve(IFaultResolver? resolver, in NativeFault fault, ulong progress, out PageFaultInfo info)
@@ -258,7 +259,10 @@ public static unsafe class FallibleIo
             {
                 if (_count >= MaxRetriesPerAddress)
                 {
-                    info = Describe(resolver, fault);
+                    // The same fault again after "resolved": report it as the resolver last
+                    // classified it (not a guess), and let it count the fault as unresolved.
+                    info = _last;
+                    resolver?.GiveUp(info);
                     return false;
                 }
             }
@@ -274,7 +278,9 @@ public static unsafe class FallibleIo
                 info = Describe(null, fault);
                 return false;
             }
-            return resolver.Resolve(fault, out info);
+            bool resolved = resolver.Resolve(fault, out info);
+            _last = info;
+            return resolved;
         }
 
         private static PageFaultInfo Describe(IFaultResolver? resolver, in NativeFault fault)

@@ -36,7 +36,8 @@ public sealed partial class VmSpace : IFaultResolver
     }
 
     /// <summary>
-    /// A fallible reader of guest memory <c>[va, va + len)</c>.
+    /// A fallible reader of guest memory <c>[va, va + len)</c>. Like the seed's, it must not be
+    /// used after the space is disposed (its host range may by then belong to another mapping).
     /// </summary>
     /// <exception cref="UVmException"><see cref="UVmError.AccessDenied"/> unless the space is activated on
     /// this thread and <c>va + len</c> neither overflows nor passes <see cref="Size"/>.</exception>
@@ -87,6 +88,8 @@ public sealed partial class VmSpace : IFaultResolver
         info = new PageFaultInfo(host - start, access, fault.Signo == NativeFaults.SIGBUS ? PageFaultKind.BusError : PageFaultKind.NotPresent, fault.Signo);
         return HandlePageFault(ref info);
     }
+
+    void IFaultResolver.GiveUp(in PageFaultInfo info) => Interlocked.Increment(ref _unresolvedFaults);
 
     /// <summary>
     /// Resolves a fault at <paramref name="va"/> as if the hardware had raised it: re-installs the
