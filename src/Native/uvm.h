@@ -24,6 +24,8 @@
  * Contract shared by all primitives:
  *   - They are fallible only after uvm_install() has returned 0. Before that a
  *     fault is handled by whatever handler is installed (usually: the process dies).
+ *   - They must not run with SIGSEGV/SIGBUS blocked (e.g. inside another SIGSEGV
+ *     handler without SA_NODEFER): the kernel kills the process on such a fault.
  *   - `fault` may be NULL (the details are then dropped). It is written ONLY when
  *     the primitive faults; on success it is left untouched.
  *   - Output pointers (`out`, `observed`) and `fault` itself must be valid memory:

@@ -22,6 +22,7 @@ tmp=$(mktemp "$out/.test_native.XXXXXX")
 trap 'rm -f "$tmp"' EXIT
 ${CC:-cc} -O2 -g -fPIE -pie -Wall -Wextra -Werror -I"$native" \
     -o "$tmp" "$here/test_native.c" -L"$out" -luvm -Wl,-rpath,"$out" -pthread
+chmod 0755 "$tmp"
 mv -f "$tmp" "$out/test_native"
 trap - EXIT
 

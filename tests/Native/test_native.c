@@ -146,11 +146,11 @@ static size_t first_not(const uint8_t *p, size_t from, size_t to, uint8_t v)
 }
 
 /* Lengths beyond the last accessible byte and the accessible bytes before a bad page. */
-static const size_t extras[] = { 1, 2, 7, 64, 4096, 4099 };
-static size_t avails[12];
+static const size_t extras[] = { 1, 2, 7, 13, 64, 300, 1500, 4096, 4099 };
+static size_t avails[15];
 static void init_avails(void)
 {
-    size_t a[] = { 0, 1, 3, 8, 63, PG - 1, PG, PG + 1, 2 * PG - 5, 2 * PG, 3 * PG - 7, 3 * PG };
+    size_t a[] = { 0, 1, 3, 8, 17, 63, 100, 500, PG - 1, PG, PG + 1, 2 * PG - 5, 2 * PG, 3 * PG - 7, 3 * PG };
     memcpy(avails, a, sizeof a);
 }
 #define NELEM(a) (sizeof(a) / sizeof((a)[0]))
@@ -354,14 +354,53 @@ static enum result t_copy_both_sides_fault(void)
     return PASS;
 }
 
+/* A range that starts inside a bad page and runs into a good one: nothing is done,
+ * and nothing lands on the good page (no fast path stores out of order). */
+static enum result t_fault_on_first_page_writes_nothing(void)
+{
+    size_t starts[] = { 1, 3, 8, 15, 100, PG - 1 };
+    size_t tails[] = { 1, 2, 5, 8, 20, 64, 1000, 2 * PG };
+    uint8_t *src = map_rw(4), *dst = map_rw(4), *buf = map_rw(4);
+    for (size_t i = 0; i < 4 * PG; i++)
+        src[i] = pat(i);
+    protect(src + PG, 1, PROT_NONE);
+    for (size_t i = 0; i < NELEM(starts); i++) {
+        for (size_t j = 0; j < NELEM(tails); j++) {
+            size_t k = starts[i], len = k + tails[j];
+            struct uvm_fault f;
+            /* Read fault on the first byte: dst untouched. */
+            memset(buf, CANARY, 4 * PG);
+            fault_reset(&f);
+            EXPECT_EQ(uvm_copy(buf + 1, src + 2 * PG - k, len, &f), len);
+            TRY(expect_fault(&f, src + 2 * PG - k, SIGSEGV, UVM_ACCESS_READ, SEGV_ACCERR));
+            EXPECT_EQ(first_not(buf, 0, 4 * PG, CANARY), 4 * PG);
+            /* Write fault on the first byte: the good page after it untouched. */
+            memset(dst, CANARY, 4 * PG);
+            protect(dst + PG, 1, PROT_READ);
+            fault_reset(&f);
+            EXPECT_EQ(uvm_copy(dst + 2 * PG - k, src + 2 * PG, len, &f), len);
+            TRY(expect_fault(&f, dst + 2 * PG - k, SIGSEGV, UVM_ACCESS_WRITE, SEGV_ACCERR));
+            fault_reset(&f);
+            EXPECT_EQ(uvm_fill_zero(dst + 2 * PG - k, len, &f), len);
+            TRY(expect_fault(&f, dst + 2 * PG - k, SIGSEGV, UVM_ACCESS_WRITE, SEGV_ACCERR));
+            protect(dst + PG, 1, PROT_READ | PROT_WRITE);
+            EXPECT_EQ(first_not(dst, 0, 4 * PG, CANARY), 4 * PG);
+        }
+    }
+    unmap(src, 4);
+    unmap(dst, 4);
+    unmap(buf, 4);
+    return PASS;
+}
+
 /* Lengths around the interesting sizes, unaligned on both sides, no fault: exact, no overrun. */
 static enum result t_copy_and_fill_no_fault(void)
 {
-    size_t lens[80];
+    size_t lens[96];
     size_t n = 0;
     for (size_t l = 0; l <= 70; l++)
         lens[n++] = l;
-    size_t more[] = { 127, 128, 129, 255, 256, 257, PG - 1, PG + 1, 3 * PG + 5 };
+    size_t more[] = { 127, 128, 129, 255, 256, 257, 1023, 1024, 1025, PG - 1, PG + 1, 3 * PG + 5 };
     for (size_t i = 0; i < NELEM(more); i++)
         lens[n++] = more[i];
     uint8_t *src = map_rw(5), *dst = map_rw(5);
@@ -468,25 +507,28 @@ static enum result t_load_store_good_memory(void)
     for (size_t off = 0; off < 16; off++) {
         for (size_t i = 0; i < 64; i++)
             m[i] = pat(i + off);
-        uint8_t v8 = 0;
-        uint16_t v16 = 0, e16;
-        uint32_t v32 = 0, e32;
-        uint64_t v64 = 0, e64;
-        memcpy(&e16, m + off, 2);
-        memcpy(&e32, m + off, 4);
+        /* Each load writes exactly its width to *out. */
+        uint64_t e64 = 0, outbuf[3];
+        uint8_t *out = (uint8_t *)&outbuf[1];
+        size_t widths[] = { 1, 2, 4, 8 };
+        for (size_t w = 0; w < 4; w++) {
+            memset(outbuf, CANARY, sizeof outbuf);
+            int rc = widths[w] == 1   ? uvm_load8(m + off, out, &f)
+                     : widths[w] == 2 ? uvm_load16(m + off, (uint16_t *)out, &f)
+                     : widths[w] == 4 ? uvm_load32(m + off, (uint32_t *)out, &f)
+                                      : uvm_load64(m + off, (uint64_t *)out, &f);
+            EXPECT_EQ(rc, 0);
+            EXPECT(memcmp(out, m + off, widths[w]) == 0);
+            EXPECT_EQ(first_not((uint8_t *)outbuf, 0, 8, CANARY), 8);
+            EXPECT_EQ(first_not((uint8_t *)outbuf, 8 + widths[w], sizeof outbuf, CANARY), sizeof outbuf);
+        }
         memcpy(&e64, m + off, 8);
-        EXPECT_EQ(uvm_load8(m + off, &v8, &f), 0);
-        EXPECT_EQ(v8, m[off]);
-        EXPECT_EQ(uvm_load16(m + off, &v16, &f), 0);
-        EXPECT_EQ(v16, e16);
-        EXPECT_EQ(uvm_load32(m + off, &v32, &f), 0);
-        EXPECT_EQ(v32, e32);
+        uint64_t v64 = 0;
         EXPECT_EQ(uvm_load64(m + off, &v64, &f), 0);
         EXPECT_EQ(v64, e64);
 
         /* Each store writes exactly its width. */
         uint64_t x = 0x0123456789abcdefULL;
-        size_t widths[] = { 1, 2, 4, 8 };
         for (size_t w = 0; w < 4; w++) {
             memset(m, CANARY, 64);
             int rc = widths[w] == 1   ? uvm_store8(m + off, (uint8_t)x, &f)
@@ -850,6 +892,9 @@ __attribute__((noinline)) static void touch(const void *p) { (void)*(const volat
 
 static void say(const char *s) { (void)!write(1, s, strlen(s)); }
 
+#define CHILD_TIMEOUT_S 10
+#define RUN_TIMEOUT_S 300
+
 #define CHILD_CHECK(c)                                                         \
     do {                                                                       \
         if (!(c)) {                                                            \
@@ -1039,6 +1084,7 @@ static int child_resethand(void)
 static int child_main(const char *name)
 {
     prctl(PR_SET_DUMPABLE, 0); /* dying children leave no core */
+    alarm(CHILD_TIMEOUT_S);    /* a fault that re-executes forever dies of SIGALRM instead */
     if (!strcmp(name, "siginfo-prev"))
         return child_siginfo_prev();
     if (!strcmp(name, "plain-prev"))
@@ -1126,6 +1172,7 @@ static enum result t_forked_child_dies_of_segv(void)
     pid_t pid = fork();
     if (pid == 0) {
         prctl(PR_SET_DUMPABLE, 0);
+        alarm(CHILD_TIMEOUT_S);
         uint8_t v;
         if (uvm_load8(NULL, &v, NULL) == -1) /* primitives still fallible in the child */
             (void)!write(pfd[1], "armed", 5);
@@ -1162,25 +1209,31 @@ static int cmp_double(const void *a, const void *b)
 
 static void throughput(void)
 {
-    size_t sizes[] = { 4096, 65536, 1 << 20 };
+    struct { size_t size, src_off, dst_off; } rows[] = {
+        { 4096, 0, 0 }, { 65536, 0, 0 }, { 1 << 20, 0, 0 },
+        { 4096, 3, 1 }, { 65536, 3, 1 }, { 1 << 20, 3, 1 },
+        { 8, 0, 0 }, { 16, 0, 0 }, { 64, 0, 0 }, { 256, 0, 0 }, { 512, 3, 1 }, { 1024, 0, 0 }, { 2048, 0, 0 },
+    };
     enum { SAMPLES = 31 };
-    uint8_t *src = map_rw((1 << 20) / PG), *dst = map_rw((1 << 20) / PG);
-    memset(src, 1, 1 << 20);
-    memset(dst, 2, 1 << 20);
-    printf("throughput (median of %d samples, resident memory)\n", SAMPLES);
-    printf("  %-8s %14s %14s %8s\n", "size", "memcpy GB/s", "uvm_copy GB/s", "ratio");
-    for (size_t s = 0; s < NELEM(sizes); s++) {
-        size_t size = sizes[s], iters = (64u << 20) / size;
+    size_t pages = (1 << 20) / PG + 1;
+    uint8_t *src = map_rw(pages), *dst = map_rw(pages);
+    memset(src, 1, pages * PG);
+    memset(dst, 2, pages * PG);
+    printf("throughput (median of %d samples, resident memory; offsets = src/dst misalignment; ratio = uvm_copy/memcpy)\n", SAMPLES);
+    printf("  %-8s %-9s %14s %14s %8s\n", "size", "offsets", "memcpy GB/s", "uvm_copy GB/s", "ratio");
+    for (size_t r = 0; r < NELEM(rows); r++) {
+        size_t size = rows[r].size, iters = (64u << 20) / size;
+        uint8_t *d = dst + rows[r].dst_off, *sr = src + rows[r].src_off;
         double tm[SAMPLES], tu[SAMPLES];
         for (int k = 0; k < SAMPLES; k++) {
             double t0 = now_ns();
             for (size_t i = 0; i < iters; i++) {
-                memcpy_fn(dst, src, size);
+                memcpy_fn(d, sr, size);
                 __asm__ volatile("" ::: "memory");
             }
             double t1 = now_ns();
             for (size_t i = 0; i < iters; i++) {
-                uvm_copy(dst, src, size, NULL);
+                uvm_copy(d, sr, size, NULL);
                 __asm__ volatile("" ::: "memory");
             }
             double t2 = now_ns();
@@ -1190,16 +1243,31 @@ static void throughput(void)
         qsort(tm, SAMPLES, sizeof(double), cmp_double);
         qsort(tu, SAMPLES, sizeof(double), cmp_double);
         double m = tm[SAMPLES / 2], u = tu[SAMPLES / 2];
-        char label[16];
-        snprintf(label, sizeof label, size >= (1 << 20) ? "%zu MiB" : "%zu KiB",
-                 size >= (1 << 20) ? size >> 20 : size >> 10);
-        printf("  %-8s %14.1f %14.1f %8.2f\n", label, (double)size / m, (double)size / u, m / u);
+        char label[32], offs[48];
+        if (size >= (1 << 20))
+            snprintf(label, sizeof label, "%zu MiB", size >> 20);
+        else if (size >= 1024)
+            snprintf(label, sizeof label, "%zu KiB", size >> 10);
+        else
+            snprintf(label, sizeof label, "%zu B", size);
+        snprintf(offs, sizeof offs, "+%zu/+%zu", rows[r].src_off, rows[r].dst_off);
+        printf("  %-8s %-9s %14.1f %14.1f %8.2f\n", label, offs, (double)size / m, (double)size / u, m / u);
     }
-    unmap(src, (1 << 20) / PG);
-    unmap(dst, (1 << 20) / PG);
+    unmap(src, pages);
+    unmap(dst, pages);
 }
 
 /* ------------------------------------------------------------------ main */
+
+/* A broken fixup or forwarding can make a fault re-execute forever: fail, never hang. */
+static void on_timeout(int sig)
+{
+    char line[160];
+    int n = snprintf(line, sizeof line, "FAIL timeout: no result after %d s\nnative: %d passed, %d failed, %d skipped\n",
+                     RUN_TIMEOUT_S, npass, nfail + 1, nskip);
+    (void)!write(1, line, (size_t)n);
+    _exit(128 + sig);
+}
 
 int main(int argc, char **argv)
 {
@@ -1209,6 +1277,8 @@ int main(int argc, char **argv)
         return child_main(argv[2]);
 
     int bench = !(argc == 2 && !strcmp(argv[1], "--no-bench"));
+    signal(SIGALRM, on_timeout);
+    alarm(RUN_TIMEOUT_S);
 
     /* Children first: they exercise uvm_install in fresh processes. */
     run("forward_to_previous_siginfo_handler_with_original_arguments", t_forward_to_siginfo_handler);
@@ -1233,6 +1303,7 @@ int main(int argc, char **argv)
     run("fill_zero_fault_prot_read_exact_to_the_byte", t_fill_prot_read);
     run("fill_zero_fault_prot_none_exact_to_the_byte", t_fill_prot_none);
     run("fill_zero_fault_unmapped_exact_to_the_byte", t_fill_unmapped);
+    run("copy_and_fill_fault_on_first_page_write_nothing", t_fault_on_first_page_writes_nothing);
     run("copy_and_fill_without_fault_are_exact_unaligned", t_copy_and_fill_no_fault);
     run("null_fault_pointer_is_allowed", t_null_fault_pointer_is_allowed);
     run("sigbus_from_truncated_memfd_reports_sigbus", t_sigbus_truncated_memfd);
