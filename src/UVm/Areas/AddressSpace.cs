@@ -41,6 +41,7 @@ public sealed class AddressSpace : IDisposable
         Space = space;
         _reservations = new FrameReservations(space.Pool);
         s_owners.Add(space, this);
+        Diagnostics.LiveObjects.AttachAreas(space, Stats);
     }
 
     /// <summary>The space this layer manages. Map frames into it directly only outside every area.</summary>
@@ -125,6 +126,7 @@ public sealed class AddressSpace : IDisposable
             catch
             {
                 using (CursorMut c = Space.CursorMut(range)) c.Unmap(range.Length);
+                _reservations.ReleaseWithin(range); // else a failed populate keeps its chunks from every later allocation
                 throw;
             }
             _areas.Add(range.Start, area);
@@ -232,7 +234,7 @@ public sealed class AddressSpace : IDisposable
     /// </summary>
     /// <exception cref="ArgumentException">The range is not page aligned.</exception>
     /// <exception cref="UVmException"><see cref="UVmError.InvalidArgs"/>: empty or past the space;
-    /// <see cref="UVmError.PageFault"/>: a page cannot be resolved for that access (no area, or not allowed).</exception>
+    /// <see cref="UVmError.PageFault"/>: a page cannot be resolved for that access (no area, not allowed, or no frame left).</exception>
     public void Prefault(VaddrRange range, PageFaultAccess access)
     {
         CheckRange(range);
@@ -323,6 +325,12 @@ public sealed class AddressSpace : IDisposable
             c.MapOwnedFrame(copy, prop, populate: false);
             Interlocked.Increment(ref Stats._cowCopies);
             return true;
+        }
+        catch (UVmException e) when (e.Error == UVmError.NoMemory)
+        {
+            // Out of frames: the access fails like any unresolved fault, so a fallible copy
+            // returns its exact byte count with PageFault instead of throwing mid-copy.
+            return false;
         }
         finally
         {

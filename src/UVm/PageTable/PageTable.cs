@@ -45,11 +45,17 @@ internal sealed class PageTable
     /// parent) is left empty: after the cursor released its locks, walk down again from the root,
     /// hand over hand, and drop the node under its parent's lock.
     /// </summary>
+    /// <remarks>
+    /// Best effort: it never waits. A node on the way may be the guard of another cursor, alive
+    /// for long or even on the calling thread (a disjoint cursor whose guard is an ancestor), so
+    /// waiting could block a <c>Dispose</c> for that cursor's whole life or deadlock. When a lock
+    /// is taken, the empty node stays; the next mutable cursor that passes through drops it.
+    /// </remarks>
     /// <returns>Whether the node was removed and its parent is now empty.</returns>
     internal bool ReclaimIfEmpty(ulong va, int level)
     {
         PtNode parent = Root;
-        parent.Lock();
+        if (!parent.TryLock()) return false;
         try
         {
             for (int l = Paging.NrLevels; l > level + 1; l--)
@@ -58,7 +64,7 @@ internal sealed class PageTable
                 ulong pte = parent.Ptes[i];
                 if (!Pte.IsPresent(pte) || Pte.IsLast(pte, l)) return false;
                 PtNode next = parent.Children![i]!;
-                next.Lock();
+                if (!next.TryLock()) return false;
                 parent.Unlock();
                 parent = next;
             }
@@ -66,7 +72,7 @@ internal sealed class PageTable
             ulong entry = parent.Ptes[idx];
             if (!Pte.IsPresent(entry) || Pte.IsLast(entry, level + 1)) return false;
             PtNode child = parent.Children![idx]!;
-            child.Lock();
+            if (!child.TryLock()) return false;
             bool empty = child.ValidCount == 0;
             if (empty) parent.Clear(idx);
             child.Unlock();

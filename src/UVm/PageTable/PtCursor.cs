@@ -28,7 +28,9 @@ internal readonly record struct PtSlot(ulong Va, ulong Entry, int Level)
 /// <para><b>Node reclamation.</b> When a mutable cursor leaves a node that has no present
 /// entry, it removes it from the parent it also holds: nobody else can be inside it, because
 /// anyone holding it or walking into it would hold the parent's lock or the node's lock. The
-/// guard node itself is reclaimed after release by <see cref="PageTable.ReclaimIfEmpty"/>.</para>
+/// guard node itself is reclaimed after release by <see cref="PageTable.ReclaimIfEmpty"/>, which
+/// never waits: if another cursor holds a node on the way, the empty node is left for the next
+/// mutable cursor that passes through it.</para>
 /// <para><b>Invariant.</b> Below the guard level, <see cref="_va"/> lies inside the current
 /// node's range; at the guard level it may sit past the range once the cursor is exhausted.</para>
 /// <para>Arguments are validated by the public cursors in <c>Spaces/</c>; this type asserts.</para>

@@ -53,6 +53,22 @@ internal sealed class PtNode
         }
     }
 
+    /// <summary>
+    /// Takes the lock if it is free or freed within a short spin; never sleeps. Returns whether
+    /// it was taken. For work that may be skipped, where waiting could deadlock: the holder may
+    /// be a long-lived cursor, possibly of the calling thread.
+    /// </summary>
+    internal bool TryLock()
+    {
+        if (Interlocked.CompareExchange(ref _locked, 1, 0) == 0) return true;
+        for (int spin = 0; spin < 64; spin++)
+        {
+            Thread.SpinWait(8);
+            if (Volatile.Read(ref _locked) == 0 && Interlocked.CompareExchange(ref _locked, 1, 0) == 0) return true;
+        }
+        return false;
+    }
+
     internal void Unlock()
     {
         Interlocked.Exchange(ref _locked, 0);
