@@ -63,6 +63,7 @@ public sealed unsafe partial class FramePool
             MarkLocked(f, 1);
             _refs[f] = 1;
             _inUse++;
+            _allocatedTotal++;
             return true;
         }
     }

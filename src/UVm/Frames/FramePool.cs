@@ -44,6 +44,7 @@ public sealed unsafe partial class FramePool : IDisposable
     private int _currentChunk = -1;      // where single frames are being carved from
     private int _freshHint;              // where to look for an untouched chunk next
     private long _inUse;
+    private long _allocatedTotal;         // frames ever handed out, for UVm's metrics
     private long _punchCalls;
     private int _disposed;
 
@@ -85,6 +86,7 @@ public sealed unsafe partial class FramePool : IDisposable
             throw;
         }
         FileIdentity = HostCall.Identity(_fd);
+        Diagnostics.LiveObjects.Register(this);
     }
 
     /// <summary>Size of the pool in bytes.</summary>
@@ -104,6 +106,9 @@ public sealed unsafe partial class FramePool : IDisposable
 
     /// <summary>Number of <c>fallocate(PUNCH_HOLE)</c> calls made so far.</summary>
     public long PunchCalls => Interlocked.Read(ref _punchCalls);
+
+    /// <summary>Frames handed out since the pool was created (read by <see cref="Diagnostics.UVmMetrics"/>).</summary>
+    internal long FramesAllocatedTotal => Volatile.Read(ref _allocatedTotal);
 
     internal int Fd => _fd;
     internal (ulong Dev, ulong Ino) FileIdentity { get; }
@@ -213,6 +218,7 @@ public sealed unsafe partial class FramePool : IDisposable
             MarkLocked(first, count);
             for (ulong f = first; f < first + count; f++) _refs[f] = 1;
             _inUse += (long)count;
+            _allocatedTotal += (long)count;
             return first;
         }
     }
@@ -345,6 +351,7 @@ public sealed unsafe partial class FramePool : IDisposable
             Libc.Munmap((nint)_refs, _refsBytes);
             Libc.Close(_fd);
         }
+        Diagnostics.LiveObjects.Retire(this);
     }
 
     internal VmReader<Infallible> ReaderOf(ulong paddr, ulong len) => new(LinearAddress(paddr), len);

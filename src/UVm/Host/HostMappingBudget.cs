@@ -29,6 +29,9 @@ internal sealed class HostMappingBudget
     /// <summary>The most host mappings the space may have.</summary>
     internal int Limit { get; }
 
+    /// <summary>The upper bound kept on the arena's host mappings (read by <see cref="Diagnostics.UVmMetrics"/>).</summary>
+    internal long Bound => Interlocked.Read(ref _bound);
+
     /// <summary>Host mappings of the arena, counted now.</summary>
     internal int CountExactly() => ProcMaps.Read(_start, _end).Count;
 

@@ -1,4 +1,5 @@
 using System.Runtime.CompilerServices;
+using UVm.Diagnostics;
 using UVm.Faults;
 
 namespace UVm.Io;
@@ -87,10 +88,12 @@ public static unsafe class FallibleIo
             if (left == 0) break;
             if (!retry.Resolve(writer._resolver, f, done, out PageFaultInfo info))
             {
+                FallibleByteCounter.Add(done);
                 writer.Advance(done);
                 return new CopyResult(done, UVmError.PageFault, info);
             }
         }
+        FallibleByteCounter.Add(done);
         writer.Advance(done);
         return new CopyResult(done, null, null);
     }
@@ -239,8 +242,13 @@ public static unsafe class FallibleIo
             ulong left = NativeFaults.Copy(dst + done, src + done, want - done, &f);
             done = want - left;
             if (left == 0) break;
-            if (!retry.Resolve(resolver, f, done, out PageFaultInfo info)) return new CopyResult(done, UVmError.PageFault, info);
+            if (!retry.Resolve(resolver, f, done, out PageFaultInfo info))
+            {
+                FallibleByteCounter.Add(done);
+                return new CopyResult(done, UVmError.PageFault, info);
+            }
         }
+        FallibleByteCounter.Add(done); // per thread: no shared cache line on the copy path
         return new CopyResult(done, null, null);
     }
 

@@ -40,6 +40,7 @@ public sealed partial class VmSpace : IDisposable
         _arena = new HostArena(options.Size, options.GuardSize);
         Budget = new HostMappingBudget(_arena.Base, options.Size, options.MaxHostMappings ?? HostMappingBudget.DefaultLimit());
         _pt = new PageTable.PageTable(options.Size);
+        Diagnostics.LiveObjects.Register(this);
     }
 
     /// <summary>End of the user range: valid guest addresses are <c>[0, Size)</c>.</summary>
@@ -195,5 +196,6 @@ public sealed partial class VmSpace : IDisposable
             foreach (IoMem io in _ioMems) io.Release();
             _ioMems.Clear();
         }
+        Diagnostics.LiveObjects.Retire(this);
     }
 }
