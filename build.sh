@@ -76,16 +76,29 @@ run_tests() {
 case "${1:-}" in
     "")
         build_all
-        dotnet run --project examples/Basics/Basics.csproj -c "$config" --no-build
+        dotnet run --project examples/CowFork/CowFork.csproj -c "$config" --no-build
         ;;
     test)
         build_all
         run_tests
         ;;
     bench)
+        # Peers (C) first, then UVm's scenarios, in one run; UVm.Benchmarks prints the one table
+        # and writes benchmarks/results/latest.{md,json}. Extra arguments go to UVm.Benchmarks.
         shift
         build_all
-        dotnet run --project benchmarks/UVm.Benchmarks/UVm.Benchmarks.csproj -c "$config" --no-build -- "$@"
+        peers_out="$root/artifacts/peers" peer_lines="$root/artifacts/peers.txt" peer_mode=()
+        for a in "$@"; do
+            if [[ $a == --quick ]]; then peer_mode=(--quick); fi
+        done
+        echo "== peers (C): build and run ${peer_mode[*]:-full}"
+        bash benchmarks/peers/build.sh "$peers_out"
+        if ! bash benchmarks/peers/run.sh "$peers_out" ${peer_mode[@]+"${peer_mode[@]}"} | tee "$peer_lines"; then
+            echo "build.sh: some peers failed; their rows show no peer figure" >&2
+        fi
+        echo "== UVm scenarios"
+        dotnet run --project benchmarks/UVm.Benchmarks/UVm.Benchmarks.csproj -c "$config" --no-build -- \
+            --peers "$peer_lines" --results "$root/benchmarks/results" "$@"
         ;;
     *)
         echo "usage: ./build.sh [test | bench [--quick]]" >&2
