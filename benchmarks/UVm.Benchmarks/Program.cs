@@ -1,59 +1,237 @@
+using System.Globalization;
+using System.Runtime.InteropServices;
+using BenchmarkDotNet.Columns;
 using BenchmarkDotNet.Configs;
 using BenchmarkDotNet.Jobs;
+using BenchmarkDotNet.Loggers;
 using BenchmarkDotNet.Reports;
-using BenchmarkDotNet.Running;
 using BenchmarkDotNet.Toolchains.InProcess.Emit;
+using Perfolizer.Horology;
+using Perfolizer.Mathematics.OutlierDetection;
 
 namespace UVm.Benchmarks;
 
 /// <summary>
-/// <c>UVm.Benchmarks [--quick] [suite ...]</c>: runs the BenchmarkDotNet suites (UVm and its
-/// peer in the same run, the peer as baseline so BenchmarkDotNet prints the ratio), then one
-/// table a person can read: scenario, peer, UVm, ratio, target.
+/// <c>UVm.Benchmarks [--quick] [--peers FILE] [--results DIR] [suite ...]</c> runs UVm's
+/// scenarios and prints one table beside the C peers' figures of the same run (the PEER lines
+/// of <c>benchmarks/peers/run.sh</c>, in FILE): scenario, unit, peer, UVm, UVm ÷ peer, target,
+/// met, repetitions. Writes <c>latest.md</c> and <c>latest.json</c> into DIR (default
+/// <c>benchmarks/results</c> of the repository). Suites: fault, copy, readval, map, scaling, later.
+/// <c>UVm.Benchmarks --smoke</c> checks the harness itself (see <see cref="Smoke"/>).
 /// </summary>
 public static class Program
 {
+    internal static readonly string[] Suites = ["fault", "later", "copy", "readval", "map", "scaling"];
+
     public static int Main(string[] args)
     {
-        bool quick = args.Contains("--quick");
-        var suites = args.Where(a => !a.StartsWith("--")).ToHashSet();
-        bool all = suites.Count == 0;
+        Settings s;
+        try
+        {
+            s = Settings.Parse(args);
+        }
+        catch (ArgumentException e)
+        {
+            Console.Error.WriteLine($"UVm.Benchmarks: {e.Message}");
+            Console.Error.WriteLine("usage: UVm.Benchmarks [--quick] [--smoke] [--peers FILE] [--results DIR] [" + string.Join(" | ", Suites) + "]...");
+            return 2;
+        }
+        PeerResults peers;
+        try
+        {
+            peers = s.PeersFile is null ? PeerResults.Empty : PeerResults.Load(s.PeersFile);
+        }
+        catch (Exception e) when (e is IOException or FormatException or UnauthorizedAccessException)
+        {
+            Console.Error.WriteLine($"UVm.Benchmarks: cannot read the peers' figures: {e.Message}");
+            return 2;
+        }
+        if (s.Smoke) return Smoke.Run(s, peers);
+
+        var started = DateTime.UtcNow;
+        string loadBefore = LoadAverage();
         var rows = new List<Row>();
-        if (all || suites.Contains("map")) rows.AddRange(MapBenchmarks.Run(Config(quick), quick));
-        Row.Print(rows, quick);
-        return 0;
+        foreach (string suite in Suites.Where(s.Wants))
+        {
+            Console.WriteLine($"== UVm suite '{suite}'");
+            try
+            {
+                rows.AddRange(suite switch
+                {
+                    "fault" => FaultBenchmarks.Run(s, peers),
+                    "later" => NotYetRows(peers),
+                    "copy" => CopyBenchmarks.Run(s, peers),
+                    "readval" => ReadValBenchmarks.Run(s),
+                    "map" => MapBenchmarks.Run(s, peers),
+                    "scaling" => ScalingBenchmarks.Run(s),
+                    _ => throw new InvalidOperationException(suite),
+                });
+            }
+            catch (Exception e)
+            {
+                Console.Error.WriteLine($"UVm.Benchmarks: suite '{suite}' failed: {e}");
+                rows.Add(Row.Failed($"suite '{suite}'", e));
+            }
+        }
+
+        var report = new Report(rows, Heading(s, peers, started, loadBefore, LoadAverage()));
+        Console.WriteLine();
+        Console.Write(report.Markdown());
+        report.Write(s.ResultsDir);
+        Console.WriteLine($"\nwritten: {Path.Combine(s.ResultsDir, "latest.md")}, {Path.Combine(s.ResultsDir, "latest.json")}");
+        return rows.Any(r => r.Met == "ERROR") ? 1 : 0;
     }
 
-    internal static IConfig Config(bool quick) =>
-        ManualConfig.CreateMinimumViable()
-            .AddJob(Job.Default
-                .WithToolchain(InProcessEmitToolchain.Instance)
-                .WithWarmupCount(quick ? 1 : 3)
-                .WithIterationCount(quick ? 3 : 15)
-                .WithInvocationCount(1)
-                .WithUnrollFactor(1))
-            .AddColumn(BenchmarkDotNet.Columns.StatisticColumn.Median)
-            .WithOptions(ConfigOptions.DisableLogFile | ConfigOptions.JoinSummary);
+    /// <summary>The scenarios whose UVm side another issue builds (areas, fork): the peer and the target to come.</summary>
+    internal static IEnumerable<Row> NotYetRows(PeerResults peers)
+    {
+        PeerFigure? touch = peers.Get("first_touch_kernel", "ns_per_page");
+        PeerFigure? fork = peers.Get("fork_kernel", "us_per_fork");
+        PeerFigure? cow = peers.Get("fork_cow_write_kernel", "ns_per_page");
+        yield return Row.NotYet($"first touch {Mib(touch, "pages", 4096)} lazily allocated", "ns/page", Better.Lower, touch,
+            "kernel demand paging (first_touch_kernel)", Target.RatioAtMost(1.0),
+            touch is null ? peers.Missing("first_touch_kernel") : "UVm side needs areas with demand paging (areas issue)");
+        yield return Row.NotYet($"fork of a space with {Mib(fork, "resident_mib", 1 << 20)} resident", "us/fork", Better.Lower, fork,
+            "Linux fork (fork_kernel)", Target.RatioAtMost(0.5),
+            fork is null ? peers.Missing("fork_kernel") : $"UVm side needs ForkCopyOnWrite (areas issue); peer fork() call alone {Report.Fmt(fork.Number("fork_call_us"))} us");
+        yield return Row.NotYet($"write every page after fork (COW), {Mib(cow, "pages", 4096)}", "ns/page", Better.Lower, cow,
+            "fork + child writes (fork_cow_write_kernel)", Target.RatioAtMost(1.5),
+            cow is null ? peers.Missing("fork_cow_write_kernel") : "UVm side needs ForkCopyOnWrite (areas issue)");
+    }
 
-    internal static double MedianNs(Summary summary, string method) =>
-        summary.Reports.First(r => r.BenchmarkCase.Descriptor.WorkloadMethod.Name == method).ResultStatistics!.Median;
+    /// <summary>"256 MiB" from a peer's extra (pages × 4 KiB, or MiB directly).</summary>
+    private static string Mib(PeerFigure? f, string key, double bytesPerUnit)
+    {
+        if (f?.Number(key) is not { } n) return "(size of the peer)";
+        double mib = n * bytesPerUnit / (1 << 20);
+        return mib >= 1024 && mib % 1024 == 0 ? $"{mib / 1024:0} GiB" : $"{mib:0} MiB";
+    }
+
+    /// <summary>The 1-minute load average, so a reader can tell a quiet machine from a busy one.</summary>
+    private static string LoadAverage() =>
+        File.Exists("/proc/loadavg") ? File.ReadAllText("/proc/loadavg").Split(' ')[0] : "?";
+
+    private static string Heading(Settings s, PeerResults peers, DateTime started, string loadBefore, string loadAfter)
+    {
+        string kernel = File.Exists("/proc/sys/kernel/osrelease") ? File.ReadAllText("/proc/sys/kernel/osrelease").Trim() : "?";
+        return string.Join("\n",
+            $"{(s.Quick ? "Quick" : "Full")} run, {started:yyyy-MM-dd HH:mm} UTC, Linux {kernel}, {Environment.ProcessorCount} CPUs " +
+            $"(1-minute load average {loadBefore} when UVm's scenarios started, {loadAfter} when they ended), " +
+            $"{RuntimeInformation.FrameworkDescription}; peers ({peers.Count} figures, from {peers.Source}) and UVm measured in this one run.",
+            "",
+            $"Every figure is a median. \"reps UVm/peer\" says of how many repetitions: UVm's Stopwatch scenarios (faults, 2 threads) " +
+            $"take {s.Reps} after {s.Warmups} uncounted warm-ups (each followed by a pause so hot code reaches tier 1); its BenchmarkDotNet scenarios (copy, ReadVal, map) take the median of " +
+            $"their measured iterations (in-process toolchain, workloads driven to tier 1 in setup, {s.BdnWarmups} warm-up iterations); every peer takes its reps after one uncounted warm-up.",
+            "UVm÷peer is UVm's figure divided by the peer's: for times (ns, us) lower is better, for throughputs (GB/s, pages/us) higher is better; " +
+            "the target column says which. \"met\": yes / NO against the target; \"report\" = no target, read the figure; \"not yet\" = UVm side not built.");
+    }
+
+    /// <summary>The BenchmarkDotNet configuration: in-process, few iterations, progress lines only on the console.</summary>
+    /// <param name="s">The run's settings.</param>
+    /// <param name="oneShot">True for scenarios that must run exactly once per iteration (setup per iteration).</param>
+    internal static IConfig Config(Settings s, bool oneShot)
+    {
+        Job job = Job.Default
+            .WithToolchain(InProcessEmitToolchain.Instance)
+            .WithLaunchCount(1)
+            .WithWarmupCount(s.BdnWarmups)
+            .WithIterationCount(s.BdnIterations)
+            .WithOutlierMode(OutlierMode.DontRemove); // the median needs no trimming, and "reps" stays the iteration count
+        job = oneShot
+            ? job.WithInvocationCount(1).WithUnrollFactor(1)
+            : job.WithIterationTime(TimeInterval.FromMilliseconds(s.Quick ? 50 : 100));
+        return ManualConfig.CreateEmpty()
+            .AddJob(job)
+            .AddLogger(new ProgressLogger())
+            .AddColumnProvider(DefaultColumnProviders.Instance)
+            .AddColumn(StatisticColumn.Median)
+            .WithOptions(ConfigOptions.JoinSummary);
+    }
+
+    /// <summary>Median of <paramref name="method"/> in ns per operation, and how many iterations it is of.</summary>
+    internal static (double Ns, int N) Median(Summary summary, string method, Func<BenchmarkDotNet.Running.BenchmarkCase, bool>? where = null)
+    {
+        BenchmarkReport report = summary.Reports.FirstOrDefault(r => r.BenchmarkCase.Descriptor.WorkloadMethod.Name == method && (where?.Invoke(r.BenchmarkCase) ?? true))
+            ?? throw new InvalidOperationException($"BenchmarkDotNet has no report for {method}; see BenchmarkDotNet.Artifacts/*.log");
+        var stats = report.ResultStatistics ?? throw new InvalidOperationException($"BenchmarkDotNet measured nothing for {method} (it threw?); see BenchmarkDotNet.Artifacts/*.log");
+        return (stats.Median, stats.N);
+    }
+
+    internal static string Inv(FormattableString f) => f.ToString(CultureInfo.InvariantCulture);
 }
 
-/// <summary>One line of the final table.</summary>
-internal sealed record Row(string Scenario, string Unit, double Peer, double Uvm, string PeerName, string Target, bool? Met, string Note = "")
+/// <summary>How a run is made: mode, sizes, repetitions, where results go.</summary>
+internal sealed record Settings
 {
-    public double Ratio => Uvm / Peer;
+    public bool Quick { get; init; }
+    public bool Smoke { get; init; }
+    public string? PeersFile { get; init; }
+    public string ResultsDir { get; init; } = "";
+    public IReadOnlySet<string> Only { get; init; } = new HashSet<string>();
 
-    public static void Print(IReadOnlyList<Row> rows, bool quick)
+    /// <summary>Uncounted warm-up repetitions of a Stopwatch scenario.</summary>
+    public int Warmups => 3;
+
+    /// <summary>Counted repetitions of a Stopwatch scenario (the median is over these).</summary>
+    public int Reps => Quick ? 5 : 9;
+
+    public int BdnWarmups => Quick ? 1 : 3;
+    public int BdnIterations => Quick ? 5 : 15;
+
+    public bool Wants(string suite) => Only.Count == 0 || Only.Contains(suite);
+
+    /// <exception cref="ArgumentException">An unknown option or a missing value.</exception>
+    public static Settings Parse(string[] args)
     {
-        Console.WriteLine();
-        Console.WriteLine($"UVm beside its peers ({(quick ? "quick" : "full")} run; medians of BenchmarkDotNet iterations)");
-        Console.WriteLine($"| {"scenario",-34} | {"unit",-10} | {"peer",-26} | {"peer",10} | {"UVm",10} | {"UVm/peer",8} | {"target",-22} | met |");
-        Console.WriteLine($"|{new string('-', 36)}|{new string('-', 12)}|{new string('-', 28)}|{new string('-', 12)}|{new string('-', 12)}|{new string('-', 10)}|{new string('-', 24)}|-----|");
-        foreach (Row r in rows)
-            Console.WriteLine($"| {r.Scenario,-34} | {r.Unit,-10} | {r.PeerName,-26} | {Fmt(r.Peer),10} | {Fmt(r.Uvm),10} | {r.Ratio,8:F2} | {r.Target,-22} | {(r.Met is null ? "-" : r.Met.Value ? "yes" : "NO"),-3} |");
-        foreach (Row r in rows.Where(r => r.Note.Length > 0)) Console.WriteLine($"  {r.Scenario}: {r.Note}");
+        bool quick = false, smoke = false;
+        string? peers = null, results = null;
+        var only = new HashSet<string>();
+        for (int i = 0; i < args.Length; i++)
+        {
+            string a = args[i];
+            switch (a)
+            {
+                case "--quick": quick = true; break;
+                case "--smoke": smoke = quick = true; break;
+                case "--peers": peers = i + 1 < args.Length ? args[++i] : throw new ArgumentException("--peers needs a file"); break;
+                case "--results": results = i + 1 < args.Length ? args[++i] : throw new ArgumentException("--results needs a directory"); break;
+                default:
+                    if (!Program.Suites.Contains(a)) throw new ArgumentException($"unknown option or suite '{a}'");
+                    only.Add(a);
+                    break;
+            }
+        }
+        return new Settings { Quick = quick, Smoke = smoke, PeersFile = peers, ResultsDir = results ?? DefaultResultsDir(), Only = only };
     }
 
-    private static string Fmt(double v) => v >= 100 ? v.ToString("F1") : v >= 1 ? v.ToString("F2") : v.ToString("G3");
+    /// <summary><c>benchmarks/results</c> of the repository around the working directory (or around the binary).</summary>
+    private static string DefaultResultsDir()
+    {
+        foreach (string start in new[] { Directory.GetCurrentDirectory(), AppContext.BaseDirectory })
+        {
+            for (var d = new DirectoryInfo(start); d != null; d = d.Parent)
+                if (File.Exists(Path.Combine(d.FullName, "UVm.sln"))) return Path.Combine(d.FullName, "benchmarks", "results");
+        }
+        return Path.Combine(Directory.GetCurrentDirectory(), "benchmarks", "results");
+    }
+}
+
+/// <summary>Shows BenchmarkDotNet's progress ("// Benchmark: ...") and its errors; the full log goes to BenchmarkDotNet.Artifacts.</summary>
+internal sealed class ProgressLogger : ILogger
+{
+    public string Id => nameof(ProgressLogger);
+    public int Priority => 0;
+
+    public void Write(LogKind logKind, string text) => WriteLine(logKind, text);
+
+    public void WriteLine() { }
+
+    public void WriteLine(LogKind logKind, string text)
+    {
+        // BenchmarkDotNet logs its hints ("// * No exporters defined ...") as errors too; show only real ones.
+        if (logKind == LogKind.Error && !text.StartsWith("//", StringComparison.Ordinal)) Console.Error.WriteLine($"  BenchmarkDotNet: {text}");
+        else if (text.StartsWith("// Benchmark: ", StringComparison.Ordinal)) Console.WriteLine($"  {text[3..]}");
+    }
+
+    public void Flush() => Console.Out.Flush();
 }
