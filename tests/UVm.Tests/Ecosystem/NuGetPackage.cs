@@ -1,0 +1,131 @@
+using System.Diagnostics;
+using System.IO.Compression;
+using NUnit.Framework;
+
+namespace UVm.Tests.Ecosystem;
+
+/// <summary>
+/// UVm is a NuGet package a .NET developer adds in a minute: <c>dotnet pack</c> makes
+/// <c>UVm.&lt;version&gt;.nupkg</c> with the assembly, its XML docs and the native library, and a
+/// fresh console app outside the repository that references it from a local folder source builds
+/// and runs (space, map, activate, a fallible copy that faults at the exact byte) with no
+/// environment variable pointing at <c>libuvm.so</c>.
+/// </summary>
+/// <remarks>
+/// Everything happens in temporary folders: the pack's intermediate and output files
+/// (<c>--artifacts-path</c>, so a concurrent build of the repository is not disturbed), the app,
+/// and a package cache of its own (<c>NUGET_PACKAGES</c>, so no stale copy of the same version is
+/// used). The whole test is bounded: each step gets what is left of two minutes.
+/// </remarks>
+[TestFixture, Category("Slow"), NonParallelizable]
+public sealed class NuGetPackage
+{
+    private static readonly TimeSpan Budget = TimeSpan.FromMinutes(2);
+    private const string OkLine = "UVm package works: copied 4096 of 8192 bytes, fault at 0x11000 (Read, NotPresent)";
+
+    private string _work = null!;
+
+    [SetUp]
+    public void CreateWorkDir() => _work = Tools.NewTempDir("uvm-package-test");
+
+    [TearDown]
+    public void DeleteWorkDir() => Tools.DeleteQuietly(_work);
+
+    [Test]
+    public void Packed_library_builds_and_runs_in_a_fresh_console_app()
+    {
+        var clock = Stopwatch.StartNew();
+        TimeSpan Left() => Budget - clock.Elapsed > TimeSpan.FromSeconds(5) ? Budget - clock.Elapsed : TimeSpan.FromSeconds(5);
+        string feed = Path.Combine(_work, "feed"), app = Path.Combine(_work, "app"), cache = Path.Combine(_work, "packages");
+        Directory.CreateDirectory(app);
+        var env = new Dictionary<string, string> { ["NUGET_PACKAGES"] = cache };
+
+        Tools.DotnetOk(["pack", Path.Combine(Tools.RepoRoot, "src", "UVm", "UVm.csproj"), "-c", "Release", "-o", feed,
+            "--artifacts-path", Path.Combine(_work, "artifacts"), "-nologo", "--disable-build-servers"], Tools.RepoRoot, Left(), env);
+
+        string[] packages = Directory.GetFiles(feed, "UVm.*.nupkg").Where(p => !p.EndsWith(".snupkg", StringComparison.Ordinal)).ToArray();
+        Assert.That(packages, Has.Length.EqualTo(1), "one package");
+        string version = Path.GetFileNameWithoutExtension(packages[0])["UVm.".Length..];
+        using (ZipArchive zip = ZipFile.OpenRead(packages[0]))
+        {
+            string[] entries = zip.Entries.Select(e => e.FullName).ToArray();
+            Assert.That(entries, Is.SupersetOf(new[] { "lib/net10.0/UVm.dll", "lib/net10.0/UVm.xml", "runtimes/linux-x64/native/libuvm.so", "README.md", "UVm.nuspec" }));
+        }
+
+        WriteApp(app, feed, version);
+        Tools.DotnetOk(["build", "-c", "Release", "-nologo", "--disable-build-servers"], app, Left(), env);
+        string dll = Path.Combine(app, "bin", "Release", "net10.0", "UvmConsumer.dll");
+        Assert.That(File.Exists(Path.Combine(app, "bin", "Release", "net10.0", "runtimes", "linux-x64", "native", "libuvm.so")), Is.True,
+            "the native library comes with the package, under runtimes/linux-x64/native");
+
+        // Tools.Run passes no LD_LIBRARY_PATH: the host finds libuvm.so through the app's deps.json.
+        (int code, string output) = Tools.Run(Tools.Dotnet, [dll], app, Left(), env);
+
+        TestContext.Out.WriteLine($"package {Path.GetFileName(packages[0])}, consumer output:\n{output}\n({clock.Elapsed.TotalSeconds:0.0} s in all)");
+        Assert.That(code, Is.Zero, output);
+        Assert.That(output, Does.Contain(OkLine));
+        Assert.That(clock.Elapsed, Is.LessThan(Budget));
+    }
+
+    private static void WriteApp(string app, string feed, string version)
+    {
+        File.WriteAllText(Path.Combine(app, "nuget.config"), $"""
+            <?xml version="1.0" encoding="utf-8"?>
+            <configuration>
+              <packageSources>
+                <clear />
+                <add key="uvm-local" value="{feed}" />
+                <add key="nuget.org" value="https://api.nuget.org/v3/index.json" protocolVersion="3" />
+              </packageSources>
+              <packageSourceMapping>
+                <packageSource key="uvm-local"><package pattern="UVm" /></packageSource>
+                <packageSource key="nuget.org"><package pattern="*" /></packageSource>
+              </packageSourceMapping>
+            </configuration>
+            """);
+        File.WriteAllText(Path.Combine(app, "UvmConsumer.csproj"), $"""
+            <Project Sdk="Microsoft.NET.Sdk">
+              <PropertyGroup>
+                <OutputType>Exe</OutputType>
+                <TargetFramework>net10.0</TargetFramework>
+                <Nullable>enable</Nullable>
+                <ImplicitUsings>enable</ImplicitUsings>
+                <AllowUnsafeBlocks>true</AllowUnsafeBlocks>
+              </PropertyGroup>
+              <ItemGroup>
+                <PackageReference Include="UVm" Version="[{version}]" />
+              </ItemGroup>
+            </Project>
+            """);
+        File.WriteAllText(Path.Combine(app, "Program.cs"), """
+            using UVm;
+            using UVm.Faults;
+            using UVm.Frames;
+            using UVm.Io;
+            using UVm.Spaces;
+
+            using var space = new VmSpace(new VmSpaceOptions { Size = 1UL << 30 });
+            using (UFrame frame = space.Pool.AllocFrame())
+            {
+                var w = frame.Writer();
+                w.Write(Enumerable.Repeat((byte)0x5A, 4096).ToArray());
+                using CursorMut cursor = space.CursorMut(VaddrRange.FromLength(0x10000, 4096));
+                cursor.Map(frame, PageProperty.New(PageFlags.RW));
+            }
+            space.Activate();
+            var reader = space.Reader(0x10000, 8192);       // the second page is not mapped
+            var buffer = new byte[8192];
+            CopyResult r = reader.ReadFallible(buffer);
+            bool ok = r.Bytes == 4096 && r.Error == UVmError.PageFault
+                && r.Fault == new PageFaultInfo(0x11000, PageFaultAccess.Read, PageFaultKind.NotPresent, 11)
+                && buffer.AsSpan(0, 4096).IndexOfAnyExcept((byte)0x5A) < 0 && buffer.AsSpan(4096).IndexOfAnyExcept((byte)0) < 0;
+            if (!ok)
+            {
+                Console.WriteLine($"UNEXPECTED: copied {r.Bytes}, {r.Error}, {r.Fault}");
+                return 1;
+            }
+            Console.WriteLine($"UVm package works: copied {r.Bytes} of {buffer.Length} bytes, fault at 0x{r.Fault!.Value.Address:x} ({r.Fault.Value.Access}, {r.Fault.Value.Kind})");
+            return 0;
+            """);
+    }
+}
