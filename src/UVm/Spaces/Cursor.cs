@@ -14,21 +14,27 @@ namespace UVm.Spaces;
 /// frame reference and should be disposed.</remarks>
 public class Cursor : IDisposable, IEnumerable<(VaddrRange Range, VmQueriedItem? Item)>
 {
-    [ThreadStatic] private static int t_held;
+    [ThreadStatic] private static HeldCount? t_held;
 
     private protected readonly VmSpace _space;
     private protected readonly PtCursor _pt;
+    private readonly HeldCount _creator; // the count of the thread that created the cursor
     private bool _disposed;
 
     internal Cursor(VmSpace space, PtCursor pt)
     {
         _space = space;
         _pt = pt;
-        t_held++;
+        _creator = t_held ??= new HeldCount();
+        Interlocked.Increment(ref _creator.Value);
     }
 
-    /// <summary>Cursors (of any space) alive on the calling thread. A thread holding one must not resolve page faults.</summary>
-    internal static int HeldByCurrentThread => t_held;
+    /// <summary>
+    /// Cursors (of any space) created on the calling thread and not yet disposed. A thread
+    /// holding one must not resolve page faults: resolving takes page-table locks, which may be
+    /// its own. A cursor disposed on another thread is taken off its creator's count.
+    /// </summary>
+    internal static int HeldByCurrentThread => t_held is { } h ? Volatile.Read(ref h.Value) : 0;
 
     /// <summary>The range the cursor owns.</summary>
     public VaddrRange Range => new(_pt.BarrierStart, _pt.BarrierEnd);
@@ -98,6 +104,12 @@ public class Cursor : IDisposable, IEnumerable<(VaddrRange Range, VmQueriedItem?
 
     IEnumerator IEnumerable.GetEnumerator() => GetEnumerator();
 
+    /// <summary>One thread's count of live cursors, shared with the cursors it created so that whoever disposes them updates it.</summary>
+    private sealed class HeldCount
+    {
+        internal int Value;
+    }
+
     /// <summary>The raw slot at the current address (no frame handle is created); the cursor must be inside its range.</summary>
     internal PtSlot QuerySlot() => _pt.Query();
 
@@ -113,7 +125,7 @@ public class Cursor : IDisposable, IEnumerable<(VaddrRange Range, VmQueriedItem?
         finally
         {
             _pt.Release();
-            t_held--;
+            Interlocked.Decrement(ref _creator.Value);
         }
     }
 
