@@ -6,7 +6,9 @@ namespace UVm.Frames;
 /// get frames contiguous in <c>Paddr</c> and the host can merge their mappings.
 /// </summary>
 /// <remarks>
-/// A reserved chunk is skipped by ordinary allocation. Reserving costs no memory: untouched
+/// Ordinary allocation skips reserved chunks while any other frame is free, and takes their
+/// free frames only as a last resort (so reservations never make the pool refuse memory it
+/// has; the owner then finds its slot taken and moves on). Reserving costs no memory: untouched
 /// frames stay holes in the memfd. Frames of a reserved chunk are reference counted and freed
 /// like any other; when the reservation is released, the chunk's free frames return to
 /// ordinary allocation.

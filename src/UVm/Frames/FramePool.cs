@@ -228,13 +228,14 @@ public sealed unsafe partial class FramePool : IDisposable
         int chunks = _chunkUsed.Length;
         if (count >= ChunkFrames)
         {
+            // Whole empty chunks; reserved ones only when nothing else is left (pass 2).
             int need = (int)((count + ChunkFrames - 1) / ChunkFrames);
-            for (int pass = 0, start = _freshHint; pass < 2; pass++, start = 0)
+            for (int pass = 0, start = _freshHint; pass < 3; pass++, start = 0)
             {
                 int run = 0;
                 for (int c = start; c < chunks; c++)
                 {
-                    run = _chunkUsed[c] == 0 && _chunkReserved[c] == 0 ? run + 1 : 0;
+                    run = _chunkUsed[c] == 0 && (_chunkReserved[c] == 0 || pass == 2) ? run + 1 : 0;
                     if (run == need)
                     {
                         int firstChunk = c - need + 1;
@@ -265,6 +266,14 @@ public sealed unsafe partial class FramePool : IDisposable
         {
             if (ChunkFrames - _chunkUsed[c] < (int)count || _chunkReserved[c] != 0) continue;
             if (TryFindInChunk(c, (int)count, out first)) { _currentChunk = c; return true; }
+        }
+        // Last resort: free frames of reserved chunks. A reservation is a preference for
+        // contiguity, never a reason to refuse memory that is free; its owner finds the slot
+        // taken and moves on. Not made the current chunk, so later allocations look elsewhere first.
+        for (int c = 0; c < chunks; c++)
+        {
+            if (_chunkReserved[c] == 0 || ChunkFrames - _chunkUsed[c] < (int)count) continue;
+            if (TryFindInChunk(c, (int)count, out first)) return true;
         }
         first = 0;
         return false;
