@@ -125,7 +125,8 @@ public sealed class AddressSpace : IDisposable
             }
             catch
             {
-                using (CursorMut c = Space.CursorMut(range)) c.Unmap(range.Length);
+                // Back to the reserved state the range had, so no budget check can refuse the undo.
+                using (CursorMut c = Space.CursorMut(range)) c.Unmap(range.Length, checkBudget: false);
                 _reservations.ReleaseWithin(range); // else a failed populate keeps its chunks from every later allocation
                 throw;
             }
@@ -326,10 +327,11 @@ public sealed class AddressSpace : IDisposable
             Interlocked.Increment(ref Stats._cowCopies);
             return true;
         }
-        catch (UVmException e) when (e.Error == UVmError.NoMemory)
+        catch (UVmException e) when (e.Error is UVmError.NoMemory or UVmError.HostMappingLimit)
         {
-            // Out of frames: the access fails like any unresolved fault, so a fallible copy
-            // returns its exact byte count with PageFault instead of throwing mid-copy.
+            // Out of frames or of host mappings: the access fails like any unresolved fault, so
+            // a fallible copy returns its exact byte count with PageFault instead of throwing
+            // mid-copy. Nothing was mapped for the faulting page (a refused map drops its frame).
             return false;
         }
         finally
@@ -352,17 +354,18 @@ public sealed class AddressSpace : IDisposable
             {
                 c.Jump(va);
                 if (c.QuerySlot().IsMapped) continue;
-                ulong paddr;
                 try
                 {
-                    paddr = _reservations.AllocFor(va);
+                    c.MapOwnedFrame(_reservations.AllocFor(va), prop, populate: true);
+                    filled++;
                 }
-                catch (UVmException e) when (e.Error == UVmError.NoMemory && va != page)
+                catch (UVmException e) when ((e.Error is UVmError.NoMemory or UVmError.HostMappingLimit) && va != page)
                 {
-                    continue; // the window is a bonus; only the faulting page must succeed
+                    // The window is a bonus; only the faulting page must succeed. Out of frames or
+                    // host mappings, go straight to it, and stop after it.
+                    if (va > page) break;
+                    va = page - Paging.PageSize;
                 }
-                c.MapOwnedFrame(paddr, prop, populate: true);
-                filled++;
             }
         }
         Interlocked.Increment(ref Stats._demandZero);

@@ -51,6 +51,37 @@ internal sealed class HostMappingBudget
                 $"the space has {exact} host mappings and its budget is {Limit}; contiguous mappings (in guest and frame address, same rights) share one");
     }
 
+    /// <summary>Whether <paramref name="pending"/> queued operations plus one more fit by the kept bound alone (no syscall).</summary>
+    internal bool SurelyFits(int pending) => Interlocked.Read(ref _bound) + 2L * (pending + 1) <= Limit;
+
+    /// <summary>
+    /// Ensures that returning guest range <c>[start, end)</c> to the reserved state, after
+    /// <paramref name="pending"/> queued operations, stays within the limit, counting exactly:
+    /// the mappings inside the range go, those across its ends keep their outside parts, and
+    /// the range itself becomes at most one. Used when the bound alone (two more per operation)
+    /// would refuse an unmap that in fact removes mappings.
+    /// </summary>
+    /// <exception cref="UVmException"><see cref="UVmError.HostMappingLimit"/> when it does not fit.</exception>
+    internal void EnsureRoomToReset(ulong start, ulong end, int pending)
+    {
+        List<HostVma> vmas = ProcMaps.Read(_start, _end);
+        Interlocked.Exchange(ref _bound, vmas.Count);
+        ulong a = _start + start, b = _start + end;
+        int inside = 0;
+        bool left = false, right = false;
+        foreach (HostVma v in vmas)
+        {
+            if (v.End <= a || v.Start >= b) continue;
+            inside++;
+            left |= v.Start < a;
+            right |= v.End > b;
+        }
+        long after = vmas.Count - inside + (left ? 1 : 0) + (right ? 1 : 0) + 1;
+        if (after + 2L * pending > Limit)
+            ThrowHelper.UVm(UVmError.HostMappingLimit,
+                $"unmapping [0x{start:x}, 0x{end:x}) would leave the space {after} host mappings and its budget is {Limit}");
+    }
+
     /// <summary>Records that <paramref name="applied"/> operations reached the host.</summary>
     internal void Applied(int applied) => Interlocked.Add(ref _bound, 2L * applied);
 

@@ -37,6 +37,15 @@ public sealed class TlbFlusher
     /// </summary>
     internal void EnsureRoomForOneMore() => _budget.EnsureRoom(_ops.Count);
 
+    /// <summary>Whether one more operation fits the budget without counting the host's mappings.</summary>
+    internal bool SurelyHasRoomForOneMore() => _budget.SurelyFits(_ops.Count);
+
+    /// <summary>
+    /// Call before unmapping: throws <see cref="UVmException"/> (<see cref="UVmError.HostMappingLimit"/>)
+    /// unless resetting guest range <c>[start, end)</c> to <c>PROT_NONE</c> fits the budget, counted exactly.
+    /// </summary>
+    internal void EnsureRoomToReset(ulong start, ulong end) => _budget.EnsureRoomToReset(start, end, _ops.Count);
+
     /// <summary>Operations waiting for dispatch (after merging).</summary>
     public int PendingOps => _ops.Count;
 
@@ -59,6 +68,16 @@ public sealed class TlbFlusher
     {
         IssueTlbFlush(op);
         _release.Add(paddr);
+    }
+
+    /// <summary>
+    /// Forgets the pending operations, for a caller that restored the page table they mirror.
+    /// Only for flushers without pending releases (a release must follow its flush).
+    /// </summary>
+    internal void Discard()
+    {
+        System.Diagnostics.Debug.Assert(_release.Count == 0);
+        _ops.Clear();
     }
 
     /// <summary>

@@ -3,10 +3,14 @@ namespace UVm.PageTable;
 /// <summary>Receives each leaf a copy-on-write fork copies, to mirror it on the hosts and count references.</summary>
 internal interface IForkVisitor
 {
+    /// <summary>
+    /// Called before the leaf changes in either table. Throwing refuses it: the fork is then
+    /// undone, and every leaf already visited is restored in the parent.
+    /// </summary>
     /// <param name="va">Start of the slot.</param>
     /// <param name="size">Size of the slot.</param>
     /// <param name="before">The parent's entry before the fork.</param>
-    /// <param name="after">The entry both spaces hold now (write access removed from tracked frames).</param>
+    /// <param name="after">The entry both spaces hold after it (write access removed from tracked frames).</param>
     void Leaf(ulong va, ulong size, ulong before, ulong after);
 }
 
@@ -22,6 +26,11 @@ internal static class PtFork
     /// guard node covers the range and is based at address 0. Child nodes of the parent are
     /// locked while copied; the child table is not yet shared with anybody and needs no lock.
     /// </summary>
+    /// <remarks>
+    /// If the visitor throws, the parent's entries already write-protected get their old value
+    /// back before the exception goes on (the cursor's guard still shuts everyone else out), so
+    /// the parent's table is as before; the child table is left half-built for the caller to drop.
+    /// </remarks>
     internal static void CopyOnWrite(PtCursor parent, PageTable child, IForkVisitor visitor)
     {
         System.Diagnostics.Debug.Assert(parent.BarrierStart == 0 && parent.Va == 0);
@@ -33,12 +42,40 @@ internal static class PtFork
             dst.SetChild(0, next);
             dst = next;
         }
-        CopyNode(parent.GuardNode, dst, guardLevel, 0, child, visitor);
+        var writeProtected = new List<(PtNode Node, ulong[] Mask)>();
+        try
+        {
+            CopyNode(parent.GuardNode, dst, guardLevel, 0, child, visitor, writeProtected);
+        }
+        catch
+        {
+            foreach ((PtNode node, ulong[] mask) in writeProtected)
+            {
+                for (int i = 0; i < Paging.EntriesPerNode; i++)
+                    if ((mask[i >> 6] & (1UL << (i & 63))) != 0) node.Ptes[i] |= Pte.Writable;
+            }
+            throw;
+        }
     }
 
-    private static void CopyNode(PtNode src, PtNode dst, int level, ulong vaBase, PageTable child, IForkVisitor visitor)
+    private static void CopyNode(PtNode src, PtNode dst, int level, ulong vaBase, PageTable child, IForkVisitor visitor,
+        List<(PtNode, ulong[])> writeProtected)
     {
         ulong size = Paging.PageSizeAt(level);
+        ulong[]? mask = null; // entries of src this call write-protected, to undo a refused fork
+        try
+        {
+            CopyEntries(src, dst, level, vaBase, size, child, visitor, writeProtected, ref mask);
+        }
+        finally
+        {
+            if (mask != null) writeProtected.Add((src, mask));
+        }
+    }
+
+    private static void CopyEntries(PtNode src, PtNode dst, int level, ulong vaBase, ulong size, PageTable child, IForkVisitor visitor,
+        List<(PtNode, ulong[])> writeProtected, ref ulong[]? mask)
+    {
         for (int i = 0; i < Paging.EntriesPerNode; i++)
         {
             ulong pte = src.Ptes[i];
@@ -53,7 +90,7 @@ internal static class PtFork
                     if (srcChild.ValidCount == 0) continue;
                     PtNode dstChild = child.NewNode(level - 1);
                     dst.SetChild(i, dstChild);
-                    CopyNode(srcChild, dstChild, level - 1, va, child, visitor);
+                    CopyNode(srcChild, dstChild, level - 1, va, child, visitor, writeProtected);
                 }
                 finally
                 {
@@ -62,9 +99,13 @@ internal static class PtFork
                 continue;
             }
             ulong shared = Pte.IsUntracked(pte) ? pte : pte & ~Pte.Writable;
-            src.Ptes[i] = shared;
-            dst.SetLeaf(i, shared);
             visitor.Leaf(va, size, pte, shared);
+            if (shared != pte)
+            {
+                (mask ??= new ulong[Paging.EntriesPerNode / 64])[i >> 6] |= 1UL << (i & 63);
+                src.Ptes[i] = shared;
+            }
+            dst.SetLeaf(i, shared);
         }
     }
 }

@@ -127,22 +127,39 @@ public sealed class CursorMut : Cursor
     /// Unmaps everything in the next <paramref name="len"/> bytes, moves past them and
     /// dispatches the flush (so on return the host no longer maps them and their frames are
     /// released). Holes are skipped. A 2 MiB I/O entry only partly covered is split first.
+    /// The host side is one <c>mmap</c> back to <c>PROT_NONE</c> from the first unmapped page
+    /// to the end of the last (the holes between are already <c>PROT_NONE</c>).
     /// </summary>
     /// <returns>The number of tracked frames unmapped.</returns>
     /// <exception cref="ArgumentException"><paramref name="len"/> is not page aligned.</exception>
     /// <exception cref="ArgumentOutOfRangeException">The span passes the cursor's end.</exception>
-    public ulong Unmap(ulong len)
+    /// <exception cref="UVmException"><see cref="UVmError.HostMappingLimit"/> when punching the hole could pass
+    /// the space's host-mapping budget (as <c>munmap</c> fails past <c>vm.max_map_count</c>); nothing is unmapped.</exception>
+    public ulong Unmap(ulong len) => Unmap(len, checkBudget: true);
+
+    /// <summary>
+    /// <see cref="Unmap(ulong)"/>; without <paramref name="checkBudget"/> for undoing a map that
+    /// failed half-way: the range goes back to the state it had before, which fitted the budget.
+    /// </summary>
+    internal ulong Unmap(ulong len, bool checkBudget)
     {
         ThrowIfDisposed();
         if (!Paging.IsAligned(len)) ThrowHelper.Argument("the length must be page aligned", nameof(len));
         CheckSpan(len);
+        if (checkBudget && !_flusher.SurelyHasRoomForOneMore()) EnsureRoomToUnmap(len);
         ulong end = _pt.Va + len;
         ulong frames = 0;
+        ulong runEnd = 0;
+        bool first = true;
         while (_pt.Va < end)
         {
             PtSlot slot = _pt.TakeNext(end - _pt.Va);
             if (!slot.IsMapped) break;
-            var op = TlbFlushOp.ForUnmap(slot.Va, slot.Size);
+            // Each op reaches back over the hole before its slot, so all of them merge into one.
+            ulong from = first ? slot.Va : runEnd;
+            first = false;
+            runEnd = slot.Va + slot.Size;
+            var op = TlbFlushOp.ForUnmap(from, runEnd - from);
             if (Pte.IsUntracked(slot.Entry))
             {
                 _flusher.IssueTlbFlush(op);
@@ -155,6 +172,31 @@ public sealed class CursorMut : Cursor
         }
         _flusher.DispatchTlbFlush();
         return frames;
+    }
+
+    /// <summary>
+    /// The slow budget check of <see cref="Unmap(ulong, bool)"/>: finds the host range the unmap
+    /// will reset (first mapped page to the end of the last), counts exactly whether that fits,
+    /// and moves the cursor back. Throws when it does not fit.
+    /// </summary>
+    private void EnsureRoomToUnmap(ulong len)
+    {
+        ulong start = _pt.Va, end = start + len;
+        if (_pt.FindNext(len) is not { } first)
+        {
+            _pt.Jump(start);
+            return; // nothing mapped: nothing reaches the host
+        }
+        ulong last = first;
+        while (_pt.Va < end)
+        {
+            PtSlot slot = _pt.Query();
+            last = Math.Min(slot.Va + slot.Size, end); // a huge entry across the end is split there
+            _pt.MoveForward();
+            if (_pt.Va >= end || _pt.FindNext(end - _pt.Va) is null) break;
+        }
+        _pt.Jump(start);
+        _flusher.EnsureRoomToReset(first, last);
     }
 
     /// <summary>
@@ -191,9 +233,20 @@ public sealed class CursorMut : Cursor
     /// caller's reference, and moves one page on; <paramref name="populate"/> asks the host to
     /// fill its page tables in the same call. For the areas layer's fault paths.
     /// </summary>
+    /// <remarks>When it throws (no page left in the range, the host-mapping budget refuses), nothing
+    /// is mapped and the caller's reference is dropped.</remarks>
     internal void MapOwnedFrame(ulong paddr, PageProperty prop, bool populate)
     {
-        CheckSpan(Paging.PageSize);
+        try
+        {
+            CheckSpan(Paging.PageSize);
+            _flusher.EnsureRoomForOneMore();
+        }
+        catch
+        {
+            _space.Pool.Release(paddr);
+            throw;
+        }
         MapTracked(paddr, prop, takeReference: false, populate);
     }
 

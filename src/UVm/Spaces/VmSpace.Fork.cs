@@ -17,6 +17,9 @@ public sealed partial class VmSpace
     /// <remarks>Waits for live cursors of other threads; must not be called while the calling
     /// thread holds a cursor of this space.</remarks>
     /// <exception cref="ObjectDisposedException">The space was disposed.</exception>
+    /// <exception cref="UVmException"><see cref="UVmError.HostMappingLimit"/> when the child's (or the
+    /// parent's) host mappings would pass the budget; the parent is left exactly as it was.
+    /// <see cref="UVmError.HostNoMemory"/> when the host refuses the child's arena.</exception>
     public VmSpace ForkCopyOnWrite()
     {
         ThrowIfDisposed();
@@ -24,6 +27,7 @@ public sealed partial class VmSpace
         child._pageFaultHandler = Volatile.Read(ref _pageFaultHandler);
         var cursor = new PtCursor(_pt, 0, Size, mutable: true);
         var visitor = new ForkMirror(this, child);
+        bool copied = false;
         try
         {
             lock (_ioMems)
@@ -31,15 +35,26 @@ public sealed partial class VmSpace
                 foreach (IoMem io in _ioMems) child.KeepIoMem(io);
             }
             PtFork.CopyOnWrite(cursor, child._pt, visitor);
+            copied = true;
             visitor.Dispatch();
         }
         catch
         {
-            // The parent's entries may already be write-protected: bring its host in line before
-            // letting go, then drop the half-made child (its frame references go with it).
-            visitor.DispatchParent();
-            cursor.Release();
-            child.Dispose();
+            // Refused while copying: PtFork gave the parent its entries back and nothing reached
+            // either host, so the parent's queued write-protections are dropped. Failed on the
+            // host after copying: the parent keeps its write-protected entries, and its host is
+            // brought in line as far as it goes. Then the half-made child is dropped (its frame
+            // references, exactly those of the leaves it got, go with it).
+            try
+            {
+                if (copied) visitor.DispatchParent();
+                else visitor.DiscardParent();
+            }
+            finally
+            {
+                cursor.Release();
+                child.Dispose();
+            }
             throw;
         }
         cursor.Release();
@@ -61,6 +76,9 @@ public sealed partial class VmSpace
 
         public void Leaf(ulong va, ulong size, ulong before, ulong after)
         {
+            // Everything that can refuse comes first: a refusal must leave no trace of this leaf.
+            _childFlusher.EnsureRoomForOneMore();
+            if (before != after) _parentFlusher.EnsureRoomForOneMore();
             ulong paddr = Pte.Paddr(after);
             int prot = Pte.HostProt(after);
             if (Pte.IsUntracked(after))
@@ -69,11 +87,12 @@ public sealed partial class VmSpace
                     _childFlusher.IssueTlbFlush(TlbFlushOp.ForMap(va, size, io.Io.Fd, io.Io.FileOffset + io.Offset, prot));
                 return;
             }
-            _childFlusher.EnsureRoomForOneMore();
             _parent.Pool.AddRef(paddr);
             _childFlusher.IssueTlbFlush(TlbFlushOp.ForMap(va, size, _parent.Pool.Fd, paddr, prot));
             if (before != after) _parentFlusher.IssueTlbFlush(TlbFlushOp.ForProtect(va, size, prot));
         }
+
+        internal void DiscardParent() => _parentFlusher.Discard();
 
         internal void DispatchParent() => _parentFlusher.DispatchTlbFlush();
 

@@ -129,4 +129,28 @@ public sealed class HostSyscallBatching : SpaceFixture
         UnmapAt(Va, seg.Size);
         Assert.That(Space.HostStats.Dispatches, Is.EqualTo(2));
     }
+
+    [Test]
+    public void Unmapping_scattered_pages_with_holes_and_mixed_rights_costs_one_mmap()
+    {
+        // Eight single pages, every other page a hole, frames in reverse order, rights alternating:
+        // eight host mappings that no map could merge. The unmap resets the whole extent at once.
+        var frames = Enumerable.Range(0, 8).Select(_ => Pool.AllocFrame()).ToList();
+        try
+        {
+            for (int i = 0; i < 8; i++) MapAt(Va + (ulong)(2 * i + 1) * Page, frames[7 - i], i % 2 == 0 ? RW : R);
+            Assert.That(Space.CountHostMappings(), Is.EqualTo(17), "eight pages, each between reserved holes");
+            long mmaps = Space.HostStats.MmapCalls, ops = Space.HostStats.UnmapOps;
+            Assert.That(UnmapAt(Va, 64 * Page), Is.EqualTo(8UL));
+            Assert.That(Space.HostStats.MmapCalls - mmaps, Is.EqualTo(1), "one mmap(PROT_NONE) over the first to the last page");
+            Assert.That(Space.HostStats.UnmapOps - ops, Is.EqualTo(8), "one operation queued per page before merging");
+            Assert.That(Space.CountHostMappings(), Is.EqualTo(1), "the arena is one reservation again");
+            Assert.That(frames.Select(f => f.ReferenceCount), Is.All.EqualTo(1), "the mappings' references were returned");
+            HostMaps.AssertMirrored(Space);
+        }
+        finally
+        {
+            frames.ForEach(f => f.Dispose());
+        }
+    }
 }
