@@ -1,5 +1,4 @@
 using System.Runtime.CompilerServices;
-using UVm.Diagnostics;
 using UVm.Faults;
 
 namespace UVm.Io;
@@ -21,10 +20,10 @@ public static unsafe class FallibleIo
     public const int MaxRetriesPerAddress = 4;
 
     /// <summary>The guest address of the reader's next byte.</summary>
-    public static ulong GuestAddress(this ref VmReader<Fallible> reader) => (ulong)(reader.Cursor - reader._resolver!.HostBase);
+    public static ulong GuestAddress(this ref VmReader<Fallible> reader) => (ulong)(reader.Cursor - reader._guest.Resolver.HostBase);
 
     /// <summary>The guest address of the writer's next byte.</summary>
-    public static ulong GuestAddress(this ref VmWriter<Fallible> writer) => (ulong)(writer.Cursor - writer._resolver!.HostBase);
+    public static ulong GuestAddress(this ref VmWriter<Fallible> writer) => (ulong)(writer.Cursor - writer._guest.Resolver.HostBase);
 
     /// <summary>
     /// Copies <c>min(Remain, writer.Avail)</c> bytes of guest memory into <paramref name="writer"/>;
@@ -33,7 +32,7 @@ public static unsafe class FallibleIo
     public static CopyResult ReadFallible(this ref VmReader<Fallible> reader, ref VmWriter<Infallible> writer)
     {
         ulong want = Math.Min(reader.Remain, writer.Avail);
-        CopyResult r = CopyLoop(reader._resolver, writer._cursor, reader._cursor, want);
+        CopyResult r = CopyLoop(reader._guest, writer._cursor, reader._cursor, want, PageFaultAccess.Read);
         reader.Advance(r.Bytes);
         writer.Advance(r.Bytes);
         return r;
@@ -45,7 +44,7 @@ public static unsafe class FallibleIo
         ulong want = Math.Min(reader.Remain, (ulong)destination.Length);
         CopyResult r;
         // SAFETY: the span is pinned for the copy; its first `want` bytes are writable.
-        fixed (byte* dst = destination) r = CopyLoop(reader._resolver, dst, reader._cursor, want);
+        fixed (byte* dst = destination) r = CopyLoop(reader._guest, dst, reader._cursor, want, PageFaultAccess.Read);
         reader.Advance(r.Bytes);
         return r;
     }
@@ -57,7 +56,7 @@ public static unsafe class FallibleIo
     public static CopyResult WriteFallible(this ref VmWriter<Fallible> writer, ref VmReader<Infallible> reader)
     {
         ulong want = Math.Min(reader.Remain, writer.Avail);
-        CopyResult r = CopyLoop(writer._resolver, writer._cursor, reader._cursor, want);
+        CopyResult r = CopyLoop(writer._guest, writer._cursor, reader._cursor, want, PageFaultAccess.Write);
         reader.Advance(r.Bytes);
         writer.Advance(r.Bytes);
         return r;
@@ -69,7 +68,7 @@ public static unsafe class FallibleIo
         ulong want = Math.Min(writer.Avail, (ulong)source.Length);
         CopyResult r;
         // SAFETY: the span is pinned for the copy; its first `want` bytes are readable.
-        fixed (byte* src = source) r = CopyLoop(writer._resolver, writer._cursor, src, want);
+        fixed (byte* src = source) r = CopyLoop(writer._guest, writer._cursor, src, want, PageFaultAccess.Write);
         writer.Advance(r.Bytes);
         return r;
     }
@@ -78,24 +77,34 @@ public static unsafe class FallibleIo
     public static CopyResult FillZeros(this ref VmWriter<Fallible> writer, ulong len)
     {
         ulong want = Math.Min(len, writer.Avail);
-        ulong done = 0;
-        var retry = new RetryState();
-        while (done < want)
+        GuestAccess guest = writer._guest;
+        long outer = guest.Thread.Enter(guest.Gate.Id);
+        try
         {
-            NativeFault f;
-            ulong left = NativeFaults.FillZero(writer._cursor + done, want - done, &f);
-            done = want - left;
-            if (left == 0) break;
-            if (!retry.Resolve(writer._resolver, f, done, out PageFaultInfo info))
+            if (guest.Gate.IsClosed) return guest.Closed(writer._cursor, PageFaultAccess.Write);
+            ulong done = 0;
+            var retry = new RetryState();
+            while (done < want)
             {
-                FallibleByteCounter.Add(done);
-                writer.Advance(done);
-                return new CopyResult(done, UVmError.PageFault, info);
+                NativeFault f;
+                ulong left = NativeFaults.FillZero(writer._cursor + done, want - done, &f);
+                done = want - left;
+                if (left == 0) break;
+                if (!retry.Resolve(guest.Resolver, f, done, out PageFaultInfo info))
+                {
+                    guest.Thread.CountBytes(done);
+                    writer.Advance(done);
+                    return new CopyResult(done, UVmError.PageFault, info);
+                }
             }
+            guest.Thread.CountBytes(done);
+            writer.Advance(done);
+            return new CopyResult(done, null, null);
         }
-        FallibleByteCounter.Add(done);
-        writer.Advance(done);
-        return new CopyResult(done, null, null);
+        finally
+        {
+            guest.Thread.Leave(outer);
+        }
     }
 
     /// <summary>
@@ -103,16 +112,13 @@ public static unsafe class FallibleIo
     /// by copy). On failure the cursor does not move.
     /// </summary>
     /// <exception cref="ArgumentOutOfRangeException">Fewer than <c>sizeof(T)</c> bytes remain.</exception>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static IoResult<T> ReadVal<T>(this ref VmReader<Fallible> reader) where T : unmanaged
     {
         if (reader.Remain < (ulong)sizeof(T)) ThrowHelper.OutOfRange($"only {reader.Remain} bytes remain", nameof(T));
         T value;
-        NativeFault f;
-        var retry = new RetryState();
-        while (NativeFaults.Load(reader._cursor, &value, &f) != 0)
-        {
-            if (!retry.Resolve(reader._resolver, f, 0, out PageFaultInfo info)) return new IoResult<T>(default, UVmError.PageFault, info);
-        }
+        var op = new LoadOp<T>(reader._cursor, &value);
+        if (!Access(ref op, reader._guest, out PageFaultInfo info)) return new IoResult<T>(default, UVmError.PageFault, info);
         reader.Advance((ulong)sizeof(T));
         return new IoResult<T>(value, null, null);
     }
@@ -122,15 +128,12 @@ public static unsafe class FallibleIo
     /// by copy). On failure the cursor does not move.
     /// </summary>
     /// <exception cref="ArgumentOutOfRangeException">Less than <c>sizeof(T)</c> bytes of room remain.</exception>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static IoResult<T> WriteVal<T>(this ref VmWriter<Fallible> writer, T value) where T : unmanaged
     {
         if (writer.Avail < (ulong)sizeof(T)) ThrowHelper.OutOfRange($"only {writer.Avail} bytes of room remain", nameof(T));
-        NativeFault f;
-        var retry = new RetryState();
-        while (NativeFaults.Store(writer._cursor, value, &f) != 0)
-        {
-            if (!retry.Resolve(writer._resolver, f, 0, out PageFaultInfo info)) return new IoResult<T>(default, UVmError.PageFault, info);
-        }
+        var op = new StoreOp<T>(writer._cursor, value);
+        if (!Access(ref op, writer._guest, out PageFaultInfo info)) return new IoResult<T>(default, UVmError.PageFault, info);
         writer.Advance((ulong)sizeof(T));
         return new IoResult<T>(value, null, null);
     }
@@ -147,14 +150,9 @@ public static unsafe class FallibleIo
     {
         CheckAtomic(reader.Cursor, reader.Remain, sizeof(T));
         T value;
-        NativeFault f;
-        var retry = new RetryState();
         // An aligned load of 4 or 8 bytes is a single atomic access on x86-64.
-        while (NativeFaults.Load(reader._cursor, &value, &f) != 0)
-        {
-            if (!retry.Resolve(reader._resolver, f, 0, out PageFaultInfo info)) return new IoResult<T>(default, UVmError.PageFault, info);
-        }
-        return new IoResult<T>(value, null, null);
+        var op = new LoadOp<T>(reader._cursor, &value);
+        return Access(ref op, reader._guest, out PageFaultInfo info) ? new IoResult<T>(value, null, null) : new IoResult<T>(default, UVmError.PageFault, info);
     }
 
     /// <summary>
@@ -168,13 +166,8 @@ public static unsafe class FallibleIo
     {
         CheckAtomic(writer.Cursor, writer.Avail, sizeof(uint));
         uint observed;
-        NativeFault f;
-        var retry = new RetryState();
-        while (NativeFaults.Cas32(writer._cursor, expected, desired, &observed, &f) != 0)
-        {
-            if (!retry.Resolve(writer._resolver, f, 0, out PageFaultInfo info)) return new IoResult<uint>(0, UVmError.PageFault, info);
-        }
-        return new IoResult<uint>(observed, null, null);
+        var op = new Cas32Op(writer._cursor, expected, desired, &observed);
+        return Access(ref op, writer._guest, out PageFaultInfo info) ? new IoResult<uint>(observed, null, null) : new IoResult<uint>(0, UVmError.PageFault, info);
     }
 
     /// <summary>The 64-bit form of <see cref="AtomicCompareExchange(ref VmWriter{Fallible}, uint, uint)"/>.</summary>
@@ -183,13 +176,8 @@ public static unsafe class FallibleIo
     {
         CheckAtomic(writer.Cursor, writer.Avail, sizeof(ulong));
         ulong observed;
-        NativeFault f;
-        var retry = new RetryState();
-        while (NativeFaults.Cas64(writer._cursor, expected, desired, &observed, &f) != 0)
-        {
-            if (!retry.Resolve(writer._resolver, f, 0, out PageFaultInfo info)) return new IoResult<ulong>(0, UVmError.PageFault, info);
-        }
-        return new IoResult<ulong>(observed, null, null);
+        var op = new Cas64Op(writer._cursor, expected, desired, &observed);
+        return Access(ref op, writer._guest, out PageFaultInfo info) ? new IoResult<ulong>(observed, null, null) : new IoResult<ulong>(0, UVmError.PageFault, info);
     }
 
     /// <summary>
@@ -210,7 +198,7 @@ public static unsafe class FallibleIo
                 // Copy up to the next page boundary at a time so a string near a hole is read exactly.
                 ulong toBoundary = Paging.PageSize - ((ulong)(reader._cursor + done) & (Paging.PageSize - 1));
                 ulong chunk = Math.Min(toBoundary, limit - done);
-                CopyResult r = CopyLoop(reader._resolver, dst + done, reader._cursor + done, chunk);
+                CopyResult r = CopyLoop(reader._guest, dst + done, reader._cursor + done, chunk, PageFaultAccess.Read);
                 int nul = new ReadOnlySpan<byte>(dst + done, (int)r.Bytes).IndexOf((byte)0);
                 if (nul >= 0)
                 {
@@ -231,25 +219,123 @@ public static unsafe class FallibleIo
         if (room < (ulong)size) ThrowHelper.Argument($"an atomic access of {size} bytes needs {size} bytes of room", "cursor");
     }
 
-    /// <summary>Copies with fault resolution; returns the exact prefix length copied.</summary>
-    private static CopyResult CopyLoop(IFaultResolver? resolver, byte* dst, byte* src, ulong want)
+    /// <summary>
+    /// Copies with fault resolution; returns the exact prefix length copied. <paramref name="access"/>
+    /// says which side is guest memory: the source of a read, the destination of a write.
+    /// </summary>
+    private static CopyResult CopyLoop(GuestAccess guest, byte* dst, byte* src, ulong want, PageFaultAccess access)
     {
-        ulong done = 0;
-        var retry = new RetryState();
-        while (done < want)
+        long outer = guest.Thread.Enter(guest.Gate.Id);
+        try
         {
-            NativeFault f;
-            ulong left = NativeFaults.Copy(dst + done, src + done, want - done, &f);
-            done = want - left;
-            if (left == 0) break;
-            if (!retry.Resolve(resolver, f, done, out PageFaultInfo info))
+            if (guest.Gate.IsClosed) return guest.Closed(access == PageFaultAccess.Read ? src : dst, access);
+            ulong done = 0;
+            var retry = new RetryState();
+            while (done < want)
             {
-                FallibleByteCounter.Add(done);
-                return new CopyResult(done, UVmError.PageFault, info);
+                NativeFault f;
+                ulong left = NativeFaults.Copy(dst + done, src + done, want - done, &f);
+                done = want - left;
+                if (left == 0) break;
+                if (!retry.Resolve(guest.Resolver, f, done, out PageFaultInfo info))
+                {
+                    guest.Thread.CountBytes(done);
+                    return new CopyResult(done, UVmError.PageFault, info);
+                }
             }
+            guest.Thread.CountBytes(done); // per thread: no shared cache line on the copy path
+            return new CopyResult(done, null, null);
         }
-        FallibleByteCounter.Add(done); // per thread: no shared cache line on the copy path
-        return new CopyResult(done, null, null);
+        finally
+        {
+            guest.Thread.Leave(outer);
+        }
+    }
+
+    // ---- single accesses: one load, store or compare-exchange, retried after a resolved fault ----
+
+    /// <summary>One guest access done by a native primitive: 0 when done, else the fault is in <c>*fault</c>.</summary>
+    private interface ISingleAccess
+    {
+        int Try(NativeFault* fault);
+        byte* At { get; }
+        PageFaultAccess Kind { get; }
+    }
+
+    private readonly struct LoadOp<T>(byte* at, T* value) : ISingleAccess where T : unmanaged
+    {
+        public byte* At => at;
+        public PageFaultAccess Kind => PageFaultAccess.Read;
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public int Try(NativeFault* fault) => NativeFaults.Load(at, value, fault);
+    }
+
+    private readonly struct StoreOp<T>(byte* at, T value) : ISingleAccess where T : unmanaged
+    {
+        public byte* At => at;
+        public PageFaultAccess Kind => PageFaultAccess.Write;
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public int Try(NativeFault* fault) => NativeFaults.Store(at, value, fault);
+    }
+
+    private readonly struct Cas32Op(byte* at, uint expected, uint desired, uint* observed) : ISingleAccess
+    {
+        public byte* At => at;
+        public PageFaultAccess Kind => PageFaultAccess.Write;
+        public int Try(NativeFault* fault) => NativeFaults.Cas32(at, expected, desired, observed, fault);
+    }
+
+    private readonly struct Cas64Op(byte* at, ulong expected, ulong desired, ulong* observed) : ISingleAccess
+    {
+        public byte* At => at;
+        public PageFaultAccess Kind => PageFaultAccess.Write;
+        public int Try(NativeFault* fault) => NativeFaults.Cas64(at, expected, desired, observed, fault);
+    }
+
+    /// <summary>
+    /// Does <paramref name="op"/> once, inside the space's gate; the common case (resident, no
+    /// fault) is this inlined path: two stores, a load and the primitive, no throw site.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static bool Access<TOp>(ref TOp op, GuestAccess guest, out PageFaultInfo info) where TOp : struct, ISingleAccess
+    {
+        long outer = guest.Thread.Enter(guest.Gate.Id);
+        NativeFault f;
+        if (!guest.Gate.IsClosed && op.Try(&f) == 0)
+        {
+            guest.Thread.Leave(outer);
+            info = default;
+            return true;
+        }
+        return AccessAfterFault(ref op, guest, outer, &f, out info);
+    }
+
+    /// <summary>The rest of <see cref="Access"/> after its first try faulted (or found the gate closed): resolve, retry.</summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static bool AccessAfterFault<TOp>(ref TOp op, GuestAccess guest, long outer, NativeFault* first, out PageFaultInfo info)
+        where TOp : struct, ISingleAccess
+    {
+        try
+        {
+            if (guest.Gate.IsClosed)
+            {
+                info = guest.Closed(op.At, op.Kind).Fault!.Value;
+                return false;
+            }
+            var retry = new RetryState();
+            NativeFault f = *first;
+            do
+            {
+                if (!retry.Resolve(guest.Resolver, f, 0, out info)) return false;
+            }
+            while (op.Try(&f) != 0);
+            info = default;
+            return true;
+        }
+        finally
+        {
+            guest.Thread.Leave(outer);
+        }
     }
 
     /// <summary>Bounds how often one address is "resolved" without the access then succeeding.</summary>
@@ -261,7 +347,7 @@ public static unsafe class FallibleIo
         private PageFaultInfo _last; // what the resolver said about the previous fault
 
         [MethodImpl(MethodImplOptions.NoInlining)]
-        internal bool Resolve(IFaultResolver? resolver, in NativeFault fault, ulong progress, out PageFaultInfo info)
+        internal bool Resolve(IFaultResolver resolver, in NativeFault fault, ulong progress, out PageFaultInfo info)
         {
             if (_count > 0 && fault.Addr == _addr && progress == _progress)
             {
@@ -270,7 +356,7 @@ public static unsafe class FallibleIo
                     // The same fault again after "resolved": report it as the resolver last
                     // classified it (not a guess), and let it count the fault as unresolved.
                     info = _last;
-                    resolver?.GiveUp(info);
+                    resolver.GiveUp(info);
                     return false;
                 }
             }
@@ -281,20 +367,9 @@ public static unsafe class FallibleIo
             _addr = fault.Addr;
             _progress = progress;
             _count++;
-            if (resolver is null)
-            {
-                info = Describe(null, fault);
-                return false;
-            }
             bool resolved = resolver.Resolve(fault, out info);
             _last = info;
             return resolved;
-        }
-
-        private static PageFaultInfo Describe(IFaultResolver? resolver, in NativeFault fault)
-        {
-            ulong va = resolver is null ? fault.Addr : fault.Addr - (ulong)resolver.HostBase;
-            return new PageFaultInfo(va, (PageFaultAccess)fault.Access, fault.Signo == NativeFaults.SIGBUS ? PageFaultKind.BusError : PageFaultKind.Protection, fault.Signo);
         }
     }
 }

@@ -14,20 +14,20 @@ public unsafe ref struct VmReader<TMode> where TMode : struct, IAccessMode
 {
     internal byte* _cursor;
     internal byte* _end;
-    internal readonly IFaultResolver? _resolver; // set for guest memory (Fallible) only
+    internal readonly GuestAccess _guest; // set for guest memory (Fallible) only
 
     internal VmReader(byte* start, ulong length)
     {
         _cursor = start;
         _end = start + length;
-        _resolver = null;
+        _guest = default;
     }
 
     internal VmReader(IFaultResolver resolver, byte* start, ulong length)
     {
         _cursor = start;
         _end = start + length;
-        _resolver = resolver;
+        _guest = new GuestAccess(resolver);
     }
 
     /// <summary>Bytes left to read.</summary>
@@ -66,20 +66,20 @@ public unsafe ref struct VmWriter<TMode> where TMode : struct, IAccessMode
 {
     internal byte* _cursor;
     internal byte* _end;
-    internal readonly IFaultResolver? _resolver; // set for guest memory (Fallible) only
+    internal readonly GuestAccess _guest; // set for guest memory (Fallible) only
 
     internal VmWriter(byte* start, ulong length)
     {
         _cursor = start;
         _end = start + length;
-        _resolver = null;
+        _guest = default;
     }
 
     internal VmWriter(IFaultResolver resolver, byte* start, ulong length)
     {
         _cursor = start;
         _end = start + length;
-        _resolver = resolver;
+        _guest = new GuestAccess(resolver);
     }
 
     /// <summary>Bytes of room left.</summary>

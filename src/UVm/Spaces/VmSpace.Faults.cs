@@ -75,6 +75,8 @@ public sealed partial class VmSpace : IFaultResolver
 
     nint IFaultResolver.HostBase => HostBase;
 
+    ArenaGate IFaultResolver.Gate => _gate;
+
     bool IFaultResolver.Resolve(in NativeFault fault, out PageFaultInfo info)
     {
         ulong host = fault.Addr, start = (ulong)HostBase;
@@ -130,7 +132,8 @@ public sealed partial class VmSpace : IFaultResolver
                     Interlocked.Increment(ref _spuriousFaults);
                     return true;
                 }
-                if (handler(this, info))
+                // A handler may dispose the space; the access must then not touch the arena again.
+                if (handler(this, info) && !IsDisposed)
                 {
                     Interlocked.Increment(ref _handledFaults);
                     return true;

@@ -22,7 +22,7 @@ public sealed partial class VmSpace : IDisposable
     private readonly HostArena _arena;
     private readonly PageTable.PageTable _pt;
     private readonly List<IoMem> _ioMems = new();
-    private int _disposed;
+    private readonly Faults.ArenaGate _gate = new();
 
     /// <summary>Creates an empty space, reserving its host arena.</summary>
     /// <exception cref="ArgumentException">The size is zero, not a multiple of 2 MiB or above 128 TiB; or the guard is unaligned.</exception>
@@ -62,7 +62,7 @@ public sealed partial class VmSpace : IDisposable
     public long PageTableNodes => _pt.NodeCount;
 
     /// <summary>Whether the space was disposed.</summary>
-    public bool IsDisposed => Volatile.Read(ref _disposed) != 0;
+    public bool IsDisposed => _gate.IsClosed;
 
     /// <summary>The space activated on the calling thread, if any.</summary>
     public static VmSpace? Current => t_active is { IsDisposed: false } s ? s : null;
@@ -164,12 +164,19 @@ public sealed partial class VmSpace : IDisposable
 
     /// <summary>
     /// Unmaps everything, releases every frame and I/O region the space holds and returns the
-    /// arena to the host. Waits for live cursors of other threads. A second call does nothing.
+    /// arena to the host. Waits for live cursors, and for fallible accesses in progress, of other
+    /// threads; readers and writers of the space fail with <see cref="UVmError.PageFault"/>
+    /// afterwards, without touching the host range (which the next space may reuse). A second
+    /// call does nothing.
     /// </summary>
     public void Dispose()
     {
-        if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
+        if (!_gate.Close()) return;
         if (ReferenceEquals(t_active, this)) t_active = null;
+
+        // Accesses that got in before the gate closed finish (or fault, and give up on a
+        // disposed space) while the arena still maps what they expect.
+        _gate.WaitForAccessesToLeave();
 
         // Take the whole table (waiting for other cursors), empty it, then drop the arena in
         // one munmap: that is the flush after which the frames may be released.

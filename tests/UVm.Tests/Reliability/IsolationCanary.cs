@@ -269,4 +269,77 @@ public sealed class IsolationCanary
         Assert.That(pool.FramesInUse, Is.Zero, "frames leaked");
         Report("areas and fork", rounds, reuses, inA, inB, inChild);
     }
+
+    /// <summary>
+    /// A space is disposed while a thread of it copies in a loop through one reader made before
+    /// (a copy of the same reader struct each time), and the next space, reserved at once, most
+    /// often lands on the same host addresses and writes its own pattern there. The stale reader
+    /// must fault, never read the next space's bytes: Dispose waits for accesses in progress, and
+    /// later ones find the space closed before they touch the host range.
+    /// </summary>
+    [Test, CancelAfter(180_000)]
+    public void A_space_disposed_under_a_racing_reader_never_shows_the_next_spaces_data()
+    {
+        using var pool = new FramePool(2 * MiB);
+        int rounds = 0, arenaReused = 0;
+        long reads = 0, saw = 0, staleReads = 0, staleWithData = 0, violations = 0;
+        string? first = null;
+        var sw = Stopwatch.StartNew();
+        while (sw.Elapsed < Budget || rounds < 60)
+        {
+            var a = new VmSpace(new VmSpaceOptions { Size = 64 * MiB, Pool = pool });
+            MapFresh(a, Secret);
+            nint oldBase = a.HostBase;
+            using var ready = new ManualResetEventSlim();
+            bool disposed = false;
+            var watcher = new Thread(() =>
+            {
+                a.Activate();
+                VmReader<Fallible> made = a.Reader(Va, Pages * Page);
+                var buf = new byte[Pages * (int)Page];
+                ready.Set();
+                // Keep reading through the old reader until it has faulted a few times after Dispose.
+                for (int faultsAfter = 0; faultsAfter < 3 && Interlocked.Read(ref violations) == 0;)
+                {
+                    bool after = Volatile.Read(ref disposed);
+                    VmReader<Fallible> r = made;
+                    Array.Clear(buf);
+                    CopyResult res = r.ReadFallible(buf);
+                    Interlocked.Increment(ref reads);
+                    if (res.Bytes > 0) Interlocked.Increment(ref saw);
+                    if (after)
+                    {
+                        Interlocked.Increment(ref staleReads);
+                        if (res.Bytes > 0) Interlocked.Increment(ref staleWithData);
+                        if (!res.IsOk) faultsAfter++;
+                    }
+                    int bad = buf.AsSpan(0, (int)res.Bytes).IndexOfAnyExcept(Secret);
+                    if (bad >= 0 && Interlocked.Increment(ref violations) == 1)
+                        first = $"read 0x{buf[bad]:x2} at +0x{bad:x} after {(after ? "" : "(maybe) ")}Dispose";
+                }
+            }) { IsBackground = true, Name = "stale reader" };
+            watcher.Start();
+            Assert.That(ready.Wait(30_000), Is.True);
+            Thread.SpinWait(1000 * (rounds % 8));
+            a.Dispose();
+            Volatile.Write(ref disposed, true);
+            pool.Trim(); // A's frames are allocatable right now
+            using (var b = new VmSpace(new VmSpaceOptions { Size = 64 * MiB, Pool = pool }))
+            {
+                if (b.HostBase == oldBase) arenaReused++;
+                MapFresh(b, Other);
+                Assert.That(watcher.Join(30_000), Is.True, "the stale reader never faulted");
+            }
+            rounds++;
+        }
+        Assert.That(pool.FramesInUse, Is.Zero, "frames leaked");
+        Figures.Add("canary (dispose) rounds", rounds);
+        Figures.Add("canary (dispose) next space at the same host address", arenaReused);
+        Figures.Add("canary (dispose) racing reads", reads);
+        Figures.Add("canary (dispose) reads of the next space's data", violations);
+        Assert.That(violations, Is.Zero, $"isolation broken: {first}");
+        Assert.That(staleWithData, Is.Zero, "a read begun after Dispose returned data");
+        Assert.That(arenaReused, Is.GreaterThan(0), "the next space never took the old host addresses: the canary proved nothing");
+        Assert.That(saw, Is.GreaterThan(0), "the reader never saw its own data: the canary proved nothing");
+    }
 }

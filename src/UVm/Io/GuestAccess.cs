@@ -1,0 +1,30 @@
+using UVm.Faults;
+
+namespace UVm.Io;
+
+/// <summary>
+/// What a fallible reader or writer needs to touch guest memory: the space that resolves its
+/// faults, that space's <see cref="ArenaGate"/>, and the calling thread's
+/// <see cref="AccessThread"/> (readers and writers are ref structs, so they never leave the
+/// thread that created them).
+/// </summary>
+internal readonly struct GuestAccess
+{
+    internal GuestAccess(IFaultResolver resolver)
+    {
+        Resolver = resolver;
+        Gate = resolver.Gate;
+        Thread = AccessThread.Current;
+    }
+
+    internal IFaultResolver Resolver { get; }
+    internal ArenaGate Gate { get; }
+    internal AccessThread Thread { get; }
+
+    /// <summary>
+    /// The result of an access to a disposed space: nothing done, reported as a fault on an
+    /// unmapped page at the guest address of <paramref name="at"/> (no host access was made).
+    /// </summary>
+    internal unsafe CopyResult Closed(byte* at, PageFaultAccess access) =>
+        new(0, UVmError.PageFault, new PageFaultInfo((ulong)((nint)at - Resolver.HostBase), access, PageFaultKind.NotPresent, NativeFaults.SIGSEGV));
+}
