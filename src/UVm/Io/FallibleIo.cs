@@ -14,6 +14,7 @@ namespace UVm.Io;
 /// A resolution that claims success but leaves the access failing is retried at most
 /// <see cref="MaxRetriesPerAddress"/> times at the same address, then reported as a fault.
 /// </remarks>
+[SkipLocalsInit] // the hot paths' NativeFault and value locals are written before they are read
 public static unsafe class FallibleIo
 {
     /// <summary>Consecutive resolutions tried for one faulting address before giving up.</summary>
@@ -116,9 +117,19 @@ public static unsafe class FallibleIo
     public static IoResult<T> ReadVal<T>(this ref VmReader<Fallible> reader) where T : unmanaged
     {
         if (reader.Remain < (ulong)sizeof(T)) ThrowHelper.OutOfRange($"only {reader.Remain} bytes remain", nameof(T));
+        GuestAccess guest = reader._guest;
         T value;
-        var op = new LoadOp<T>(reader._cursor, &value);
-        if (!Access(ref op, reader._guest, out PageFaultInfo info)) return new IoResult<T>(default, UVmError.PageFault, info);
+        NativeFault f;
+        long outer = guest.Thread.Enter(guest.Gate.Id);
+        if (guest.Gate.IsClosed || NativeFaults.Load(reader._cursor, &value, &f) != 0)
+        {
+            var op = new LoadOp<T>(reader._cursor, &value);
+            if (!AccessAfterFault(ref op, guest, outer, &f, out PageFaultInfo info)) return new IoResult<T>(default, UVmError.PageFault, info);
+        }
+        else
+        {
+            guest.Thread.Leave(outer);
+        }
         reader.Advance((ulong)sizeof(T));
         return new IoResult<T>(value, null, null);
     }
@@ -132,8 +143,18 @@ public static unsafe class FallibleIo
     public static IoResult<T> WriteVal<T>(this ref VmWriter<Fallible> writer, T value) where T : unmanaged
     {
         if (writer.Avail < (ulong)sizeof(T)) ThrowHelper.OutOfRange($"only {writer.Avail} bytes of room remain", nameof(T));
-        var op = new StoreOp<T>(writer._cursor, value);
-        if (!Access(ref op, writer._guest, out PageFaultInfo info)) return new IoResult<T>(default, UVmError.PageFault, info);
+        GuestAccess guest = writer._guest;
+        NativeFault f;
+        long outer = guest.Thread.Enter(guest.Gate.Id);
+        if (guest.Gate.IsClosed || NativeFaults.Store(writer._cursor, value, &f) != 0)
+        {
+            var op = new StoreOp<T>(writer._cursor, value);
+            if (!AccessAfterFault(ref op, guest, outer, &f, out PageFaultInfo info)) return new IoResult<T>(default, UVmError.PageFault, info);
+        }
+        else
+        {
+            guest.Thread.Leave(outer);
+        }
         writer.Advance((ulong)sizeof(T));
         return new IoResult<T>(value, null, null);
     }
@@ -295,6 +316,8 @@ public static unsafe class FallibleIo
     /// <summary>
     /// Does <paramref name="op"/> once, inside the space's gate; the common case (resident, no
     /// fault) is this inlined path: two stores, a load and the primitive, no throw site.
+    /// <see cref="ReadVal"/> and <see cref="WriteVal"/> spell the same path out, so that their op
+    /// struct is built only after a fault.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static bool Access<TOp>(ref TOp op, GuestAccess guest, out PageFaultInfo info) where TOp : struct, ISingleAccess
