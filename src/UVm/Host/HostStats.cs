@@ -14,13 +14,13 @@ public sealed class HostStats
     /// <summary>All host syscalls that changed the arena (<see cref="MmapCalls"/> + <see cref="MprotectCalls"/>).</summary>
     public long Syscalls => MmapCalls + MprotectCalls;
 
-    /// <summary>Page-table changes queued as host map operations, before coalescing.</summary>
+    /// <summary>Page-table changes queued as host map operations, before coalescing; counted when their flusher dispatches.</summary>
     public long MapOps => Interlocked.Read(ref _mapOps);
 
-    /// <summary>Page-table changes queued as host unmap operations, before coalescing.</summary>
+    /// <summary>Page-table changes queued as host unmap operations, before coalescing; counted when their flusher dispatches.</summary>
     public long UnmapOps => Interlocked.Read(ref _unmapOps);
 
-    /// <summary>Page-table changes queued as host protect operations, before coalescing.</summary>
+    /// <summary>Page-table changes queued as host protect operations, before coalescing; counted when their flusher dispatches.</summary>
     public long ProtectOps => Interlocked.Read(ref _protectOps);
 
     /// <summary>Dispatches that applied at least one operation.</summary>
@@ -30,13 +30,10 @@ public sealed class HostStats
     internal void CountMprotect() => Interlocked.Increment(ref _mprotectCalls);
     internal void CountDispatch() => Interlocked.Increment(ref _dispatches);
 
-    internal void CountOp(TlbFlushOpKind kind)
+    internal void CountOps(long map, long unmap, long protect)
     {
-        switch (kind)
-        {
-            case TlbFlushOpKind.Map: Interlocked.Increment(ref _mapOps); break;
-            case TlbFlushOpKind.Unmap: Interlocked.Increment(ref _unmapOps); break;
-            default: Interlocked.Increment(ref _protectOps); break;
-        }
+        if (map != 0) Interlocked.Add(ref _mapOps, map);
+        if (unmap != 0) Interlocked.Add(ref _unmapOps, unmap);
+        if (protect != 0) Interlocked.Add(ref _protectOps, protect);
     }
 }

@@ -21,6 +21,7 @@ public sealed class TlbFlusher
     private readonly HostMappingBudget _budget;
     private readonly List<TlbFlushOp> _ops = new();
     private readonly List<ulong> _release = new();
+    private long _mapOps, _unmapOps, _protectOps; // queued since the last dispatch, added to the space's stats then
 
     internal TlbFlusher(HostArena arena, FramePool pool, HostStats stats, HostMappingBudget budget)
     {
@@ -57,7 +58,14 @@ public sealed class TlbFlusher
 
     internal void IssueTlbFlush(in TlbFlushOp op)
     {
-        _stats.CountOp(op.Kind);
+        // Counted here and published at dispatch: cursors of one space on other threads never
+        // share a cache line per page.
+        switch (op.Kind)
+        {
+            case TlbFlushOpKind.Map: _mapOps++; break;
+            case TlbFlushOpKind.Unmap: _unmapOps++; break;
+            default: _protectOps++; break;
+        }
         int last = _ops.Count - 1;
         if (last >= 0 && _ops[last].TryExtend(op, out TlbFlushOp merged)) _ops[last] = merged;
         else _ops.Add(op);
@@ -77,7 +85,15 @@ public sealed class TlbFlusher
     internal void Discard()
     {
         System.Diagnostics.Debug.Assert(_release.Count == 0);
+        PublishOpCounts();
         _ops.Clear();
+    }
+
+    private void PublishOpCounts()
+    {
+        if ((_mapOps | _unmapOps | _protectOps) == 0) return;
+        _stats.CountOps(_mapOps, _unmapOps, _protectOps);
+        _mapOps = _unmapOps = _protectOps = 0;
     }
 
     /// <summary>
@@ -88,6 +104,7 @@ public sealed class TlbFlusher
     /// operations not yet applied stay pending and no frame is released.</exception>
     public void DispatchTlbFlush()
     {
+        PublishOpCounts();
         if (_ops.Count == 0 && _release.Count == 0) return;
         int done = 0;
         try
