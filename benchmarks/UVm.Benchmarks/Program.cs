@@ -117,7 +117,7 @@ public static class Program
         return string.Join("\n",
             $"{(s.Quick ? "Quick" : "Full")} run, {started:yyyy-MM-dd HH:mm} UTC, Linux {kernel}, {Environment.ProcessorCount} CPUs " +
             $"(1-minute load average {loadBefore} when UVm's scenarios started, {loadAfter} when they ended), " +
-            $"{RuntimeInformation.FrameworkDescription}; peers ({peers.Count} figures, from {peers.Source}) and UVm measured in this one run.",
+            $"{RuntimeInformation.FrameworkDescription}; peers ({peers.Count} figures, from {Path.GetFileName(peers.Source)}) and UVm measured in this one run.",
             "",
             $"Every figure is a median. \"reps UVm/peer\" says of how many repetitions: UVm's Stopwatch scenarios (faults, 2 threads) " +
             $"take {s.Reps} after {s.Warmups} uncounted warm-ups (each followed by a pause so hot code reaches tier 1); its BenchmarkDotNet scenarios (copy, ReadVal, map) take the median of " +
