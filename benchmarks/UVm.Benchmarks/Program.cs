@@ -16,12 +16,12 @@ namespace UVm.Benchmarks;
 /// scenarios and prints one table beside the C peers' figures of the same run (the PEER lines
 /// of <c>benchmarks/peers/run.sh</c>, in FILE): scenario, unit, peer, UVm, UVm ÷ peer, target,
 /// met, repetitions. Writes <c>latest.md</c> and <c>latest.json</c> into DIR (default
-/// <c>benchmarks/results</c> of the repository). Suites: fault, copy, readval, map, scaling, later.
+/// <c>benchmarks/results</c> of the repository). Suites: fault, areas, copy, readval, map, scaling.
 /// <c>UVm.Benchmarks --smoke</c> checks the harness itself (see <see cref="Smoke"/>).
 /// </summary>
 public static class Program
 {
-    internal static readonly string[] Suites = ["fault", "later", "copy", "readval", "map", "scaling"];
+    internal static readonly string[] Suites = ["fault", "areas", "copy", "readval", "map", "scaling"];
 
     public static int Main(string[] args)
     {
@@ -59,7 +59,7 @@ public static class Program
                 rows.AddRange(suite switch
                 {
                     "fault" => FaultBenchmarks.Run(s, peers),
-                    "later" => NotYetRows(peers),
+                    "areas" => AreaBenchmarks.Run(s, peers),
                     "copy" => CopyBenchmarks.Run(s, peers),
                     "readval" => ReadValBenchmarks.Run(s),
                     "map" => MapBenchmarks.Run(s, peers),
@@ -82,31 +82,6 @@ public static class Program
         return rows.Any(r => r.Met == "ERROR") ? 1 : 0;
     }
 
-    /// <summary>The scenarios whose UVm side another issue builds (areas, fork): the peer and the target to come.</summary>
-    internal static IEnumerable<Row> NotYetRows(PeerResults peers)
-    {
-        PeerFigure? touch = peers.Get("first_touch_kernel", "ns_per_page");
-        PeerFigure? fork = peers.Get("fork_kernel", "us_per_fork");
-        PeerFigure? cow = peers.Get("fork_cow_write_kernel", "ns_per_page");
-        yield return Row.NotYet($"first touch {Mib(touch, "pages", 4096)} lazily allocated", "ns/page", Better.Lower, touch,
-            "kernel demand paging (first_touch_kernel)", Target.RatioAtMost(1.0),
-            touch is null ? peers.Missing("first_touch_kernel") : "UVm side needs areas with demand paging (areas issue)");
-        yield return Row.NotYet($"fork of a space with {Mib(fork, "resident_mib", 1 << 20)} resident", "us/fork", Better.Lower, fork,
-            "Linux fork (fork_kernel)", Target.RatioAtMost(0.5),
-            fork is null ? peers.Missing("fork_kernel") : $"UVm side needs ForkCopyOnWrite (areas issue); peer fork() call alone {Report.Fmt(fork.Number("fork_call_us"))} us");
-        yield return Row.NotYet($"write every page after fork (COW), {Mib(cow, "pages", 4096)}", "ns/page", Better.Lower, cow,
-            "fork + child writes (fork_cow_write_kernel)", Target.RatioAtMost(1.5),
-            cow is null ? peers.Missing("fork_cow_write_kernel") : "UVm side needs ForkCopyOnWrite (areas issue)");
-    }
-
-    /// <summary>"256 MiB" from a peer's extra (pages × 4 KiB, or MiB directly).</summary>
-    private static string Mib(PeerFigure? f, string key, double bytesPerUnit)
-    {
-        if (f?.Number(key) is not { } n) return "(size of the peer)";
-        double mib = n * bytesPerUnit / (1 << 20);
-        return mib >= 1024 && mib % 1024 == 0 ? $"{mib / 1024:0} GiB" : $"{mib:0} MiB";
-    }
-
     /// <summary>The 1-minute load average, so a reader can tell a quiet machine from a busy one.</summary>
     private static string LoadAverage() =>
         File.Exists("/proc/loadavg") ? File.ReadAllText("/proc/loadavg").Split(' ')[0] : "?";
@@ -119,11 +94,11 @@ public static class Program
             $"(1-minute load average {loadBefore} when UVm's scenarios started, {loadAfter} when they ended), " +
             $"{RuntimeInformation.FrameworkDescription}; peers ({peers.Count} figures, from {Path.GetFileName(peers.Source)}) and UVm measured in this one run.",
             "",
-            $"Every figure is a median. \"reps UVm/peer\" says of how many repetitions: UVm's Stopwatch scenarios (faults, 2 threads) " +
+            $"Every figure is a median. \"reps UVm/peer\" says of how many repetitions: UVm's Stopwatch scenarios (faults, areas, 2 threads) " +
             $"take {s.Reps} after {s.Warmups} uncounted warm-ups (each followed by a pause so hot code reaches tier 1); its BenchmarkDotNet scenarios (copy, ReadVal, map) take the median of " +
             $"their measured iterations (in-process toolchain, workloads driven to tier 1 in setup, {s.BdnWarmups} warm-up iterations); every peer takes its reps after one uncounted warm-up.",
             "UVm÷peer is UVm's figure divided by the peer's: for times (ns, us) lower is better, for throughputs (GB/s, pages/us) higher is better; " +
-            "the target column says which. \"met\": yes / NO against the target; \"report\" = no target, read the figure; \"not yet\" = UVm side not built.");
+            "the target column says which. \"met\": yes / NO against the target; \"report\" = no target, read the figure; \"no peer\" = the peer gave no figure; ERROR = the scenario failed (see its note).");
     }
 
     /// <summary>The BenchmarkDotNet configuration: in-process, few iterations, progress lines only on the console.</summary>

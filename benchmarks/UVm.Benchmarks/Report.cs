@@ -15,7 +15,7 @@ internal sealed class Report
         ["scenario", "unit", "peer", "peer figure", "UVm", "UVm÷peer", "target", "met", "reps UVm/peer"];
 
     /// <summary>Every value the "met" column may hold.</summary>
-    public static readonly string[] Verdicts = ["yes", "NO", "report", "not yet", "no peer", "ERROR"];
+    public static readonly string[] Verdicts = ["yes", "NO", "report", "no peer", "ERROR"];
 
     private readonly IReadOnlyList<Row> _rows;
     private readonly string _heading;

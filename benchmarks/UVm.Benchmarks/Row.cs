@@ -11,7 +11,7 @@ internal enum Better
 
 /// <summary>What a row is judged against.</summary>
 /// <param name="Text">The target as the table prints it.</param>
-/// <param name="Judge">The verdict for a row (yes / NO / report / not yet / ...).</param>
+/// <param name="Judge">The verdict for a row (yes / NO / report / no peer / ERROR).</param>
 internal sealed record Target(string Text, Func<Row, string> Judge)
 {
     /// <summary>UVm ÷ peer must be at most <paramref name="limit"/> (times, costs).</summary>
@@ -29,9 +29,6 @@ internal sealed record Target(string Text, Func<Row, string> Judge)
     /// <summary>No target: the row is there to be read.</summary>
     public static readonly Target Report = new("report", r => r.Uvm is null ? "ERROR" : "report");
 
-    /// <summary>The UVm side is not built yet; the row shows the peer and the target to come.</summary>
-    public static Target NotYet(Target later) => new(later.Text, _ => "not yet");
-
     /// <summary>A target judged by a count the scenario measured, not by the ratio.</summary>
     public static Target Custom(string text, bool met) => new(text, r => r.Uvm is null ? "ERROR" : Verdict(met));
 
@@ -46,7 +43,7 @@ internal sealed record Target(string Text, Func<Row, string> Judge)
 /// <param name="Better">Which way the figures are better.</param>
 /// <param name="PeerName">Who UVm is compared with.</param>
 /// <param name="Peer">The peer's median, or null when it has no figure.</param>
-/// <param name="Uvm">UVm's median, or null when not measured (not built yet, or failed).</param>
+/// <param name="Uvm">UVm's median, or null when not measured (failed).</param>
 /// <param name="Target">The target and its judge.</param>
 /// <param name="UvmReps">How many repetitions UVm's median is of.</param>
 /// <param name="PeerReps">How many repetitions the peer's median is of.</param>
@@ -58,12 +55,8 @@ internal sealed record Row(
     /// <summary>UVm ÷ peer, when both figures exist.</summary>
     public double? Ratio => Peer is { } p && Uvm is { } u && p > 0 ? u / p : null;
 
-    /// <summary>yes / NO / report / not yet / no peer / ERROR.</summary>
+    /// <summary>yes / NO / report / no peer / ERROR.</summary>
     public string Met => Target.Judge(this);
-
-    /// <summary>A row for a scenario whose UVm side is not built yet.</summary>
-    public static Row NotYet(string scenario, string unit, Better better, PeerFigure? peer, string peerScenario, Target later, string note) =>
-        new(scenario, unit, better, peerScenario, peer?.Median, null, Target.NotYet(later), null, peer?.Reps, note);
 
     /// <summary>A row for a scenario that threw instead of measuring.</summary>
     public static Row Failed(string scenario, Exception e) =>

@@ -5,8 +5,8 @@ namespace UVm.Benchmarks;
 /// <summary>
 /// <c>UVm.Benchmarks --smoke [--peers FILE]</c>: checks the harness, not the speed. Parses peer
 /// lines, runs one UVm scenario (fault round trip through a registered handler) at a tiny
-/// size, and checks that its row renders as a well-formed table line and JSON object. No
-/// timing is asserted. Ends with exactly one line <c>bench-smoke: N passed, N failed, 0 skipped</c>.
+/// size, and checks that its row renders as a well-formed table line and JSON object; runs the
+/// areas scenarios at a tiny size (their own count and content checks). No timing is asserted. Ends with exactly one line <c>bench-smoke: N passed, N failed, 0 skipped</c>.
 /// </summary>
 internal static class Smoke
 {
@@ -70,10 +70,16 @@ internal static class Smoke
             Require(table.All(l => l.Count(ch => ch == '|') == Report.Columns.Length + 1), "every table line has every column");
         });
 
-        Check("not-yet rows carry the peer and no UVm figure", () =>
+        Check("areas scenarios at a tiny size: their counts and contents check, their pools end empty", () =>
         {
-            rows.AddRange(Program.NotYetRows(peers));
-            Require(rows.Count(r => r.Met == "not yet" && r.Uvm is null && r.Ratio is null) == 3, "three not-yet rows");
+            AreaBenchmarks.FirstTouch t = AreaBenchmarks.MeasureFirstTouch(64, 1, 1);
+            Require(t.Samples.Count == 1 && t.Faults == 64 / t.FaultAround && t.Pages == 64, "first touch: one fault per fault-around window");
+            AreaBenchmarks.ForkCost f = AreaBenchmarks.MeasureFork(2UL << 20, 1, 1, rewriteParent: true);
+            Require(f.Fork.Count == 1 && f.Dispose.Count == 1 && f.ForkAndDispose.Count == 1, "fork: one sample of each part");
+            AreaBenchmarks.CowWrite c = AreaBenchmarks.MeasureCowWrite(64, 1, 1);
+            Require(c.Total.Count == 1 && c.Copies == 64, "write after fork: one copy per page");
+            AreaBenchmarks.HostMappings h = AreaBenchmarks.MeasureHostMappings(512, seed: 1);
+            Require(h.Failure is null && h.Child.Copies == 256 && h.Max > 0, "host mappings: the child copied half of the pages");
         });
 
         Check("latest.md and latest.json are written and read back", () =>
