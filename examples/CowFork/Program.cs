@@ -1,16 +1,17 @@
 // Copy-on-write fork, shown page by page. A parent writes into a lazily allocated area, forks,
 // then parent and child each write different pages. We print which pages the two spaces still
-// share, which faults did the work, and how many frames it cost; then we prove that each space
-// sees exactly what it wrote.
+// share, which faults did the work, how many frames and host mappings it cost, the child as
+// UVm's own dump describes it; then we prove that each space sees exactly what it wrote.
 using System.Text;
 using UVm;
 using UVm.Areas;
+using UVm.Diagnostics;
 using UVm.Frames;
 using UVm.Io;
 using UVm.Spaces;
 
 const ulong MiB = 1UL << 20, Page = Paging.PageSize;
-const int Pages = 32;
+const int Pages = 64;
 using var pool = new FramePool(64 * MiB);
 var parent = new AddressSpace(new VmSpaceOptions { Size = 1UL << 30, Pool = pool });
 ulong area = parent.Map(Pages * Page, new AreaBackend.Alloc(Populate: false), new VmMapOptions { Flags = PageFlags.RW, Align = 2 * MiB });
@@ -18,20 +19,22 @@ var expected = new Dictionary<AddressSpace, byte[]> { [parent] = new byte[Pages 
 int failures = 0;
 
 Console.WriteLine($"UVm copy-on-write fork demo: a lazy area of {Pages} pages at guest 0x{area:x}, no frames yet.");
-Console.WriteLine($"A fault in the area maps a window of {parent.FaultAroundPages} zeroed pages at once (fault-around).\n");
+Console.WriteLine($"Faults resolve a window of {parent.FaultAroundPages} pages at once (fault-around): a first touch maps the window's");
+Console.WriteLine("missing pages zeroed; a write to a shared page copies the window's shared pages (fewer faults, and runs of");
+Console.WriteLine("frames long enough that the host's mappings stay few).\n");
 
-Write(parent, "parent before fork", 0, 1, 2, 3, 4, 5, 6, 7, 8, 9);
+Write(parent, "parent before fork", 0, 1, 2, 3, 17, 20, 33, 40);
 long beforeFork = pool.FramesInUse;
 AddressSpace child = parent.Fork();
 expected[child] = (byte[])expected[parent].Clone();
 long afterFork = pool.FramesInUse;
-Write(parent, "parent after fork", 2, 3, 24);
-Write(child, "child after fork", 3, 6, 7);
+Write(parent, "parent after fork", 3, 56);
+Write(child, "child after fork", 5, 20);
 long afterWrites = pool.FramesInUse;
 
 Console.WriteLine("\n== Page map (one character per page)");
 Console.WriteLine("   S = shared: the same frame as the other space, read-only until someone writes it");
-Console.WriteLine("   P = private: a frame of its own (a page turns private in both spaces once either writes it)");
+Console.WriteLine("   P = private: a frame of its own (a write made its whole window private, in both spaces)");
 Console.WriteLine("   . = not present: never touched, no frame yet (untouched pages next to a touched one came with its fault-around window)");
 Console.WriteLine($"          {string.Concat(Enumerable.Range(0, Pages).Select(i => i % 10 == 0 ? (char)('0' + i / 10) : ' '))}");
 Console.WriteLine($"          {string.Concat(Enumerable.Range(0, Pages).Select(i => (char)('0' + i % 10)))}");
@@ -39,14 +42,16 @@ Dictionary<int, (ulong Paddr, int Refs)> parentMap = Frames(parent), childMap = 
 Console.WriteLine($"  parent  {Grid(parentMap, childMap)}");
 Console.WriteLine($"  child   {Grid(childMap, parentMap)}");
 
-Console.WriteLine("\n== Faults by kind (each space counts its own)");
-Console.WriteLine("   demand-zero: first touch of a page got zeroed frames; copy: a write to a shared page copied it;");
-Console.WriteLine("   takeover: a write to a page nobody else holds any more just got write access back (no copy)");
+Console.WriteLine("\n== Faults by kind (each space counts its own; VmSpaceDump.Statistics)");
+Console.WriteLine("   demand-zero: a first touch got zeroed frames; copy-on-write: a write to a shared page copied its window,");
+Console.WriteLine("   or gave write access back where nobody else holds the frames any more (a takeover: no copy)");
 foreach ((string name, AddressSpace s) in new[] { ("parent", parent), ("child", child) })
 {
-    AreaStats st = s.Stats;
-    Console.WriteLine($"  {name,-7} demand-zero {st.DemandZeroFaults} ({st.DemandZeroPages} pages), copy-on-write copies {st.CopyOnWriteCopies}, " +
-        $"takeovers {st.CopyOnWriteTakeovers}, spurious {s.Space.SpuriousFaults}, unresolved {s.Space.UnresolvedFaults}");
+    VmSpaceStatistics st = VmSpaceDump.Statistics(s.Space);
+    AreaStats a = s.Stats;
+    Console.WriteLine($"  {name,-7} {st.Faults}");
+    Console.WriteLine($"  {"",-7} pages: {a.DemandZeroPages} zero-filled, {a.CopyOnWritePages} copied, {a.CopyOnWriteTakeoverPages} taken over; " +
+        $"resident {st.ResidentPages} ({st.PrivatePages} private, {st.SharedPages} shared)");
 }
 
 Console.WriteLine("\n== Host mappings (the kernel's VMAs in each arena, as /proc/self/maps shows them)");
@@ -57,6 +62,9 @@ foreach ((string name, AddressSpace s) in new[] { ("parent", parent), ("child", 
     Console.WriteLine($"  {name,-7} {s.Space.CountHostMappings()} mappings; {(diffs.Count == 0 ? "host matches page table" : "HOST DIFFERS:\n    " + string.Join("\n    ", diffs))}");
     if (diffs.Count > 0) failures++;
 }
+
+Console.WriteLine("\n== The child, as UVm's maps-style dump shows it (VmSpaceDump.Describe)");
+foreach (string line in VmSpaceDump.Describe(child).TrimEnd().Split('\n')) Console.WriteLine($"  {line}");
 
 Console.WriteLine("\n== Contents (every page of both spaces read back through fault-handling readers)");
 foreach ((string name, AddressSpace s) in new[] { ("parent", parent), ("child", child) })
@@ -75,7 +83,7 @@ foreach ((string name, AddressSpace s) in new[] { ("parent", parent), ("child", 
 if (failures == 0)
     Console.WriteLine($"  verified: each space reads exactly its own writes in all {Pages} pages, zeros elsewhere (page 3: \"{Text(Read(parent, 3))}\" vs \"{Text(Read(child, 3))}\")");
 
-Console.WriteLine("\n== Frames in use (4 KiB frames of the pool; the fork copies nothing, each copy-on-write copy costs one frame)");
+Console.WriteLine("\n== Frames in use (4 KiB frames of the pool; the fork copies nothing, each page copied on write costs one frame)");
 parent.Dispose();
 child.Dispose();
 Console.WriteLine($"  before fork {beforeFork}, after fork {afterFork} (nothing copied), after the writes {afterWrites}, after both disposed {pool.FramesInUse} (reserved 2 MiB chunks {pool.ReservedChunks})");

@@ -3,7 +3,7 @@ namespace UVm.Areas;
 /// <summary>What the default page-fault handler of an <see cref="AddressSpace"/> has done. Values only grow.</summary>
 public sealed class AreaStats
 {
-    internal long _demandZero, _demandZeroPages, _cowCopies, _cowTakeovers, _sharedWrites, _refused;
+    internal long _demandZero, _demandZeroPages, _cowCopies, _cowPages, _cowTakeovers, _cowTakeoverPages, _sharedWrites, _refused;
 
     /// <summary>Faults resolved by allocating zeroed frames (each may fill a fault-around window).</summary>
     public long DemandZeroFaults => Interlocked.Read(ref _demandZero);
@@ -14,8 +14,14 @@ public sealed class AreaStats
     /// <summary>Write faults on shared private pages resolved by copying the frame.</summary>
     public long CopyOnWriteCopies => Interlocked.Read(ref _cowCopies);
 
-    /// <summary>Write faults on private pages resolved by taking the frame over (last reference).</summary>
+    /// <summary>Pages given a copy of their frame by copy-on-write faults: each fault's page and the shared pages copied in its fault-around window.</summary>
+    public long CopyOnWritePages => Interlocked.Read(ref _cowPages);
+
+    /// <summary>Write faults on private pages resolved by taking the frame over (last reference): write access back, no copy.</summary>
     public long CopyOnWriteTakeovers => Interlocked.Read(ref _cowTakeovers);
+
+    /// <summary>Pages given write access back by copy-on-write faults because they held their frame's last reference: each fault's page and those of its fault-around window.</summary>
+    public long CopyOnWriteTakeoverPages => Interlocked.Read(ref _cowTakeoverPages);
 
     /// <summary>Write faults on shared (linear) pages resolved by restoring write access.</summary>
     public long SharedWriteRestores => Interlocked.Read(ref _sharedWrites);

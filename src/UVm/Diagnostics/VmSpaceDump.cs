@@ -115,8 +115,8 @@ public static class VmSpaceDump
         }
         foreach (string line in Statistics(space.Space, runs).Lines()) text.Append(line).Append('\n');
         AreaStats s = space.Stats;
-        text.Append($"areas: demand-zero pages {s.DemandZeroPages} (fault-around {space.FaultAroundPages}), copy-on-write copies {s.CopyOnWriteCopies}, " +
-            $"takeovers {s.CopyOnWriteTakeovers}, rights restored {s.SharedWriteRestores}, refused {s.Refused}\n");
+        text.Append($"areas: demand-zero pages {s.DemandZeroPages} (fault-around {space.FaultAroundPages}), copy-on-write copies {s.CopyOnWriteCopies} ({Count(s.CopyOnWritePages, "page")}), " +
+            $"takeovers {s.CopyOnWriteTakeovers} ({Count(s.CopyOnWriteTakeoverPages, "page")}), rights restored {s.SharedWriteRestores}, refused {s.Refused}\n");
         return text.ToString();
     }
 
@@ -193,5 +193,5 @@ public static class VmSpaceDump
             if (run.Backing != MappingBacking.Hole) outside.Add(run);
     }
 
-    private static string Count(int n, string what) => n == 1 ? $"1 {what}" : $"{n} {what}s";
+    private static string Count(long n, string what) => n == 1 ? $"1 {what}" : $"{n} {what}s";
 }

@@ -106,7 +106,8 @@ public sealed class AreaProtection : AreaFixture
         Write(Parent, A, Filled(9, (int)(8 * Page)));
 
         Assert.That(Read(child, A, (int)(8 * Page)), Is.EqualTo(Filled(0x42, (int)(8 * Page))), "the child does not see the parent's writes");
-        Assert.That(Parent.Stats.CopyOnWriteCopies, Is.EqualTo(8));
+        Assert.That(Parent.Stats.CopyOnWritePages, Is.EqualTo(8), "every shared page copied once (by its own fault or its window's)");
+        Assert.That(Parent.Stats.CopyOnWriteTakeoverPages, Is.Zero);
         AssertHostMirrors(Parent, child);
     }
 

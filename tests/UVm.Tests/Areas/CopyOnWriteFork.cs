@@ -95,6 +95,7 @@ public sealed class CopyOnWriteFork : AreaFixture
     public void Reference_counts_fall_to_one_after_both_sides_wrote()
     {
         ulong va = AreaWithData();
+        Parent.FaultAroundPages = 1; // page by page: each write fault resolves its own page only
         AddressSpace child = ForkOf(Parent);
         long shared = Pool.FramesInUse;
 
@@ -130,8 +131,9 @@ public sealed class CopyOnWriteFork : AreaFixture
 
         Write(Parent, va, Filled(0x11, (int)(32 * Page)));
 
-        Assert.That(Parent.Stats.CopyOnWriteTakeovers, Is.EqualTo(32));
-        Assert.That(Parent.Stats.CopyOnWriteCopies, Is.Zero);
+        Assert.That(Parent.Stats.CopyOnWriteTakeoverPages, Is.EqualTo(32));
+        Assert.That(Parent.Stats.CopyOnWriteTakeovers, Is.EqualTo(32 / Parent.FaultAroundPages), "one fault per fault-around window");
+        Assert.That(Parent.Stats.CopyOnWriteCopies + Parent.Stats.CopyOnWritePages, Is.Zero);
         Assert.That(Pool.FramesInUse, Is.EqualTo(frames));
         Dictionary<ulong, PageInfo> after = Pages(Parent, Span(va, 32 * Page));
         foreach ((ulong page, PageInfo info) in after)
@@ -187,8 +189,8 @@ public sealed class CopyOnWriteFork : AreaFixture
 
         Assert.That(Read(child, va, (int)(32 * Page)), Is.EqualTo(Filled(0x77, (int)(32 * Page))));
         Write(child, va, Filled(0x78, (int)(32 * Page)));
-        Assert.That(child.Stats.CopyOnWriteTakeovers, Is.EqualTo(32));
-        Assert.That(child.Stats.CopyOnWriteCopies, Is.Zero);
+        Assert.That(child.Stats.CopyOnWriteTakeoverPages, Is.EqualTo(32));
+        Assert.That(child.Stats.CopyOnWriteCopies + child.Stats.CopyOnWritePages, Is.Zero);
         AssertHostMirrors(child);
     }
 
@@ -196,6 +198,7 @@ public sealed class CopyOnWriteFork : AreaFixture
     public void Grandchildren_share_until_they_write()
     {
         ulong va = AreaWithData(0x30);
+        Parent.FaultAroundPages = 1; // page by page: page 1 stays shared while page 0 is written
         AddressSpace child = ForkOf(Parent);
         AddressSpace grandchild = ForkOf(child);
 
@@ -266,6 +269,7 @@ public sealed class CopyOnWriteFork : AreaFixture
         const int Threads = 4, Pages = 256;
         ulong va = MapLazy(Parent, Pages);
         Write(Parent, va, Filled(0xEE, (int)(Pages * Page)));
+        Parent.FaultAroundPages = 1; // one write fault per page and space, racing page by page
         AddressSpace child = ForkOf(Parent);
         var spaces = new[] { Parent, child };
         Exception? failure = null;
@@ -353,14 +357,14 @@ public sealed class CopyOnWriteFork : AreaFixture
         CopyResult r = TryWrite(child, va, Filled(0x20, (int)(40 * MiB)));
 
         AssertFault(r, va + 24 * MiB, PageFaultKind.Protection, bytesDone: 24 * MiB);
-        Assert.That(child.Stats.CopyOnWriteCopies, Is.EqualTo((long)(24 * MiB / Page)));
+        Assert.That(child.Stats.CopyOnWritePages, Is.EqualTo((long)(24 * MiB / Page)));
         Assert.That(Read(child, va + 24 * MiB, (int)Page), Is.EqualTo(Filled(0x10, (int)Page)), "the failed page still shows the shared contents");
         Assert.That(Read(Parent, va, (int)(40 * MiB)), Is.EqualTo(Filled(0x10, (int)(40 * MiB))));
         AssertHostMirrors(Parent, child);
 
         Parent.Dispose(); // the child now holds the last reference of the rest: it takes it over, no frame needed
         Write(child, va + 24 * MiB, Filled(0x20, (int)(16 * MiB)));
-        Assert.That(child.Stats.CopyOnWriteTakeovers, Is.EqualTo((long)(16 * MiB / Page)));
+        Assert.That(child.Stats.CopyOnWriteTakeoverPages, Is.EqualTo((long)(16 * MiB / Page)));
         AssertHostMirrors(child);
     }
 }

@@ -75,7 +75,7 @@ public sealed class PrefaultAndPopulate : AreaFixture
 
         child.Prefault(Span(va, 16 * Page), PageFaultAccess.Write);
 
-        Assert.That(child.Stats.CopyOnWriteCopies, Is.EqualTo(16));
+        Assert.That(child.Stats.CopyOnWritePages, Is.EqualTo(16));
         Assert.That(Pages(child, Span(va, 16 * Page)).Values.Select(p => (p.Flags, p.References)), Has.All.EqualTo((PageFlags.RW, 1)));
         AssertHostMirrors(Parent, child);
         var faults = Faults(child);

@@ -4,8 +4,8 @@ using NUnit.Framework;
 namespace UVm.Tests.Ecosystem;
 
 /// <summary>
-/// The examples beside <c>CowFork</c> build, run in well under a second, exit 0 and print what
-/// they promise. Each is built into a temporary folder (<c>--artifacts-path</c>), so the
+/// The examples (<c>CowFork</c>, the one <c>./build.sh</c> runs, and those beside it) build, run
+/// in well under a second, exit 0 and print what they promise. Each is built into a temporary folder (<c>--artifacts-path</c>), so the
 /// repository's own build outputs are not touched.
 /// </summary>
 [TestFixture, Category("Slow"), NonParallelizable]
@@ -19,6 +19,13 @@ public sealed class Examples
     [OneTimeTearDown]
     public void DeleteWorkDir() => Tools.DeleteQuietly(_work);
 
+    [TestCase("CowFork", "All checks passed.",
+        "  parent  PPPPPPPPPPPPPPPPPPPPPPPPPPPPPPPPSSSSSSSSSSSSSSSSPPPPPPPPPPPPPPPP",
+        "  child   PPPPPPPPPPPPPPPPPPPPPPPPPPPPPPPPSSSSSSSSSSSSSSSS................",
+        "  parent  5 mappings; host matches page table",
+        "    000000220000-000000230000 r-- frames 000000020000-000000030000 shared x2 (16 pages)",
+        "verified: each space reads exactly its own writes in all 64 pages",
+        "before fork 48, after fork 48 (nothing copied), after the writes 96, after both disposed 0")]
     [TestCase("DemandPaging", "demand paging: all checks passed",
         "fault: read at 0x402800 (NotPresent) -> served page 2",
         "copied 100 of 300 bytes; unresolved fault at 0x408000 (Read, NotPresent)",

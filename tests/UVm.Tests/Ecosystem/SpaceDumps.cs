@@ -143,6 +143,7 @@ public sealed class SpaceDumps
         Assert.That(w.WriteFallible(new byte[] { 1 }).IsOk, Is.True);           // demand-zero: 4 pages at once, chunk 2
 
         using AddressSpace child = parent.Fork();
+        child.FaultAroundPages = 1; // copy-on-write of the written page alone, not of its window
         child.Space.Activate();
         var cw = child.Space.Writer(0x20_1000, 1);
         Assert.That(cw.WriteFallible(new byte[] { 2 }).IsOk, Is.True);          // copy-on-write in the child, chunk 3 slot 1
@@ -165,7 +166,7 @@ public sealed class SpaceDumps
             "resident 7 pages: private 1, shared 6; io memory 0 pages",
             "faults: demand-zero 1, copy-on-write 0, rights-restored 0, user-handler 0, spurious 0, unresolved 0",
             $"host: {parentLines[12].Split(' ')[1]} mappings (limit 100), {parent.Space.HostStats.Syscalls} syscalls; page table: {parent.Space.PageTableNodes} nodes",
-            "areas: demand-zero pages 4 (fault-around 4), copy-on-write copies 0, takeovers 0, rights restored 0, refused 0",
+            "areas: demand-zero pages 4 (fault-around 4), copy-on-write copies 0 (0 pages), takeovers 0 (0 pages), rights restored 0, refused 0",
         }));
         Assert.That(childLines, Is.EqualTo(new[]
         {
@@ -182,7 +183,7 @@ public sealed class SpaceDumps
             "resident 7 pages: private 1, shared 6; io memory 0 pages",
             "faults: demand-zero 0, copy-on-write 1, rights-restored 0, user-handler 0, spurious 0, unresolved 0",
             $"host: {childLines[12].Split(' ')[1]} mappings (limit 100), {child.Space.HostStats.Syscalls} syscalls; page table: {child.Space.PageTableNodes} nodes",
-            "areas: demand-zero pages 0 (fault-around 4), copy-on-write copies 1, takeovers 0, rights restored 0, refused 0",
+            "areas: demand-zero pages 0 (fault-around 1), copy-on-write copies 1 (1 page), takeovers 0 (0 pages), rights restored 0, refused 0",
         }));
         Assert.That(int.Parse(parentLines[12].Split(' ')[1]), Is.EqualTo(parent.Space.CountHostMappings()));
     }

@@ -55,18 +55,18 @@ public sealed class IsolationCanary
                 {
                     VmSpace space = _space();
                     if (space.IsDisposed) continue;
-                    space.Activate();
                     // Whole range, or one page at a time from a random place.
                     int first = rng.Next(2) == 0 ? 0 : rng.Next(Pages);
                     int len = first == 0 ? buf.Length : (int)Page;
                     CopyResult r;
                     try
                     {
+                        space.Activate();
                         r = Read(space, Va + (ulong)first * Page, buf.AsSpan(0, len));
                     }
                     catch (ObjectDisposedException)
                     {
-                        continue; // disposed between the check and the read
+                        continue; // disposed between the check and Activate or the read
                     }
                     catch (UVmException e) when (e.Error == UVmError.AccessDenied && space.IsDisposed)
                     {
