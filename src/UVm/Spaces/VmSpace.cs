@@ -38,7 +38,7 @@ public sealed partial class VmSpace : IDisposable
             ThrowHelper.Argument("the host-mapping budget must allow at least 3 mappings", nameof(options));
         Pool = options.Pool ?? FramePool.Default;
         _arena = new HostArena(options.Size, options.GuardSize);
-        Budget = new HostMappingBudget(_arena.Base, options.Size, options.MaxHostMappings ?? HostMappingBudget.DefaultLimit());
+        Budget = new HostMappingBudget(_arena.Base, options.Size, options.MaxHostMappings ?? HostMappingBudget.ProcessLimit);
         _pt = new PageTable.PageTable(options.Size);
         Diagnostics.LiveObjects.Register(this);
     }
@@ -196,6 +196,7 @@ public sealed partial class VmSpace : IDisposable
             cursor.Release();
         }
         _arena.Dispose();
+        Budget.Retire();
         Pool.ReleaseMany(System.Runtime.InteropServices.CollectionsMarshal.AsSpan(frames));
         Pool.Trim();
         lock (_ioMems)

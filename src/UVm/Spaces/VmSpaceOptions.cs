@@ -14,7 +14,9 @@ public sealed record VmSpaceOptions
     /// <summary>
     /// The most host mappings (VMAs) the space's arena may use; operations that could pass it
     /// fail with <see cref="UVmError.HostMappingLimit"/> before changing anything. Null means
-    /// three quarters of the kernel's <c>vm.max_map_count</c>.
+    /// three quarters of the kernel's <c>vm.max_map_count</c>. Whatever this says, the arenas of
+    /// all live spaces together stay within that same three quarters (the kernel's limit is per
+    /// process), with the same error.
     /// </summary>
     public int? MaxHostMappings { get; init; }
 

@@ -337,6 +337,40 @@ public sealed class Exhaustion
         Assert.That(MirrorDiffs(space), Is.Empty);
     }
 
+    [Test, CancelAfter(60_000)]
+    public void The_spaces_of_the_process_share_one_host_mapping_budget()
+    {
+        // vm.max_map_count is per process: two spaces, each with room of its own to spare, must
+        // together stay within the process's budget, and the refusal must change nothing.
+        int saved = Host.HostMappingBudget.ProcessLimit;
+        VmSpace a = Later(new VmSpace(new VmSpaceOptions { Size = 64 * MiB, Pool = _pool, MaxHostMappings = 1000 }));
+        VmSpace b = Later(new VmSpace(new VmSpaceOptions { Size = 64 * MiB, Pool = _pool, MaxHostMappings = 1000 }));
+        int others = a.Budget.CountExactly() + b.Budget.CountExactly();
+        Host.HostMappingBudget.ProcessLimit = (int)Host.HostMappingBudget.ProcessBound + 40;
+        try
+        {
+            int mappedA = FillBudget(a, out UVmException ea, out SpaceState _);
+            Assert.That(ea.Error, Is.EqualTo(UVmError.HostMappingLimit));
+            Assert.That(ea.Message, Does.Contain("process"), "the process's budget refused, not the space's");
+            var beforeB = SpaceState.Of(b);
+            var eb = Assert.Throws<UVmException>(() => MapFilled(b, Va + Page, 1, PageFlags.R))!;
+            Assert.That(eb.Error, Is.EqualTo(UVmError.HostMappingLimit), "the second space finds the shared budget spent");
+            beforeB.AssertSame(b, "after the refused map in the second space");
+            Assert.That(a.CountHostMappings() + b.CountHostMappings(), Is.LessThanOrEqualTo(40 + others), "the arenas passed the process's budget");
+
+            // Room made in one space is room for the other.
+            Unmap(a, Va, (ulong)mappedA * Page);
+            Assert.DoesNotThrow(() => MapFilled(b, Va + Page, 1, PageFlags.R));
+            Assert.That(MirrorDiffs(a), Is.Empty);
+            Assert.That(MirrorDiffs(b), Is.Empty);
+            Figures.Add("exhaustion: refusals checked", 2);
+        }
+        finally
+        {
+            Host.HostMappingBudget.ProcessLimit = saved;
+        }
+    }
+
     // ---- host address space -----------------------------------------------------------------------------
 
     [Test, CancelAfter(60_000)]
