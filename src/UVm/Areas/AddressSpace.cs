@@ -131,7 +131,7 @@ public sealed class AddressSpace : IDisposable
             {
                 // Back to the reserved state the range had, so no budget check can refuse the undo.
                 using (CursorMut c = Space.CursorMut(range)) c.Unmap(range.Length, checkBudget: false);
-                _reservations.ReleaseWithin(range); // else a failed populate keeps its chunks from every later allocation
+                _reservations.ReleaseUnused(range, OverlapsLocked); // else a failed populate keeps its chunks from every later allocation
                 throw;
             }
             _areas.Add(range.Start, area);
@@ -477,7 +477,7 @@ public sealed class AddressSpace : IDisposable
         SplitAtLocked(range.End);
         foreach (VmArea area in AreasInLocked(range)) _areas.Remove(area.Range.Start);
         using (CursorMut c = Space.CursorMut(range)) c.Unmap(range.Length);
-        _reservations.ReleaseWithin(range);
+        _reservations.ReleaseUnused(range, OverlapsLocked);
     }
 
     /// <summary>Splits the area containing <paramref name="va"/> (if any, and if it does not start there) in two.</summary>

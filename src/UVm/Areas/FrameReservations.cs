@@ -47,15 +47,19 @@ internal sealed class FrameReservations : IDisposable
         return frame.Paddr;
     }
 
-    /// <summary>Gives back the reservations of the 2 MiB regions entirely inside <paramref name="range"/>.</summary>
-    internal void ReleaseWithin(VaddrRange range)
+    /// <summary>
+    /// Gives back the reservations of the 2 MiB regions that <paramref name="range"/> touches and
+    /// that no area uses any more (<paramref name="inUse"/> says whether one overlaps a region).
+    /// </summary>
+    internal void ReleaseUnused(VaddrRange range, Func<VaddrRange, bool> inUse)
     {
         lock (_chunks)
         {
             foreach (ulong region in _chunks.Keys.ToArray())
             {
-                ulong start = region << 21, end = start + Paging.HugePageSize;
-                if (start >= range.Start && end <= range.End && _chunks.Remove(region, out int chunk)) _pool.ReleaseChunk(chunk);
+                var span = new VaddrRange(region << 21, (region << 21) + Paging.HugePageSize);
+                if (span.End <= range.Start || span.Start >= range.End || inUse(span)) continue;
+                if (_chunks.Remove(region, out int chunk)) _pool.ReleaseChunk(chunk);
             }
         }
     }

@@ -211,6 +211,24 @@ public sealed class AreaMapping : AreaFixture
     }
 
     [Test]
+    public void Unmap_of_the_last_small_area_of_a_region_gives_its_frame_reservation_back()
+    {
+        ulong a = Parent.Map(64 * Page, Lazy, Anywhere(align: Huge));
+        ulong b = Parent.Map(64 * Page, Lazy, At(a + 128 * Page));
+        Read(Parent, a, 8);
+        Read(Parent, b, 8);
+        Assert.That(Pool.ReservedChunks, Is.EqualTo(1), "both areas' pages come from the region's one chunk");
+
+        Parent.Unmap(Span(a, 64 * Page));
+        Assert.That(Pool.ReservedChunks, Is.EqualTo(1), "the other area still uses the region");
+
+        Parent.Unmap(Span(b, 64 * Page));
+        Assert.That(Pool.ReservedChunks, Is.Zero, "no area is left in the region");
+        Assert.That(Pool.FramesInUse, Is.Zero);
+        AssertHostMirrors(Parent);
+    }
+
+    [Test]
     public void A_split_linear_area_keeps_each_part_at_its_offset()
     {
         using var segment = Pool.AllocSegment(8);
