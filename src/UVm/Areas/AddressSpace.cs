@@ -355,43 +355,62 @@ public sealed class AddressSpace : IDisposable
         VaddrRange window = WindowOf(area, page);
         PageProperty prop = PageProperty.New(area.Flags);
         bool? copiedPage = null; // how the faulting page itself was resolved: copied, or taken over
-        int copied = 0, takenOver = 0;
+        int takenOver = 0, copied = 0;
+        var copies = new List<(ulong Va, ulong Old, ulong New)>(); // New = NoCopy: a takeover
+        int handedOver = 0; // copies whose new frame a mapping owns (or dropped) by now
         using (CursorMut c = Space.CursorMut(window))
         {
-            for (ulong va = window.Start; va < window.End; va += Paging.PageSize)
+            try
             {
-                c.Jump(va);
-                PtSlot slot = c.QuerySlot();
-                if (!slot.IsMapped || Pte.IsUntracked(slot.Entry) || (slot.Entry & Pte.Writable) != 0) continue;
-                ulong old = Pte.Paddr(slot.Entry);
-                try
+                // The faulting page first: the window is a bonus, and stops at the first refusal.
+                foreach (ulong va in WindowOrder(window, page))
                 {
-                    if (Space.Pool.ReferenceCount(old) == 1)
+                    c.Jump(va);
+                    PtSlot slot = c.QuerySlot();
+                    if (!slot.IsMapped || Pte.IsUntracked(slot.Entry) || (slot.Entry & Pte.Writable) != 0) continue;
+                    ulong old = Pte.Paddr(slot.Entry);
+                    try
                     {
-                        // The last reference: write access, no copy.
-                        c.ProtectNext(Paging.PageSize, (ref PageFlags f, ref CachePolicy _) => f |= PageFlags.W);
-                        takenOver++;
-                        if (va == page) copiedPage = false;
-                        continue;
+                        // The last reference gets write access, no copy; else a frame for the copy.
+                        copies.Add((va, old, Space.Pool.ReferenceCount(old) == 1 ? NoCopy : _reservations.AllocFor(va)));
                     }
-                    ulong copy = _reservations.AllocFor(va);
-                    unsafe
+                    catch (UVmException e) when ((e.Error is UVmError.NoMemory or UVmError.HostMappingLimit) && va != page)
                     {
-                        // SAFETY: both frames are alive (the old one is mapped under our cursor's lock,
-                        // the new one is ours) and the linear map covers the whole pool.
-                        Buffer.MemoryCopy(Space.Pool.LinearAddress(old), Space.Pool.LinearAddress(copy), Paging.PageSize, Paging.PageSize);
+                        break;
                     }
-                    c.MapOwnedFrame(copy, prop, populate: true);
-                    copied++;
-                    if (va == page) copiedPage = true;
                 }
-                catch (UVmException e) when ((e.Error is UVmError.NoMemory or UVmError.HostMappingLimit) && va != page)
+                // Contents through the memfd, so the new frames' only host page-table entries are
+                // the ones their mappings install; then the changes, in address order so runs merge.
+                copies.Sort((x, y) => x.Va.CompareTo(y.Va));
+                CopyContents(copies);
+                for (; handedOver < copies.Count; handedOver++)
                 {
-                    // The window is a bonus; only the faulting page must succeed. Out of frames or
-                    // host mappings, go straight to it, and stop after it.
-                    if (va > page) break;
-                    va = page - Paging.PageSize;
+                    (ulong va, _, ulong fresh) = copies[handedOver];
+                    c.Jump(va);
+                    try
+                    {
+                        if (fresh == NoCopy)
+                        {
+                            c.ProtectNext(Paging.PageSize, (ref PageFlags f, ref CachePolicy _) => f |= PageFlags.W);
+                            takenOver++;
+                            if (va == page) copiedPage = false;
+                            continue;
+                        }
+                        c.MapOwnedFrame(fresh, prop, populate: true);
+                        copied++;
+                        if (va == page) copiedPage = true;
+                    }
+                    catch (UVmException e) when (e.Error == UVmError.HostMappingLimit && va != page)
+                    {
+                        // Refused (the frame is dropped): this neighbour stays shared.
+                    }
                 }
+            }
+            catch
+            {
+                for (int i = handedOver; i < copies.Count; i++)
+                    if (copies[i].New != NoCopy) Space.Pool.Release(copies[i].New);
+                throw;
             }
         }
         // A page another thread made writable meanwhile counts as rights restored (see PageFaultCounts).
@@ -400,6 +419,32 @@ public sealed class AddressSpace : IDisposable
         Interlocked.Add(ref Stats._cowPages, copied);
         Interlocked.Add(ref Stats._cowTakeoverPages, takenOver);
         return true;
+    }
+
+    /// <summary>Stands for "no new frame" in <see cref="CopyOnWrite"/>'s list: the page is taken over (0 is a valid frame address).</summary>
+    private const ulong NoCopy = ulong.MaxValue;
+
+    /// <summary>The pages of <paramref name="window"/>, <paramref name="page"/> first, then the others in address order.</summary>
+    private static IEnumerable<ulong> WindowOrder(VaddrRange window, ulong page)
+    {
+        yield return page;
+        for (ulong va = window.Start; va < window.End; va += Paging.PageSize)
+            if (va != page) yield return va;
+    }
+
+    /// <summary>Copies each old frame into its new one (takeovers have none), one host call per run of new frames contiguous in <c>Paddr</c>.</summary>
+    private void CopyContents(List<(ulong Va, ulong Old, ulong New)> copies)
+    {
+        Span<ulong> sources = stackalloc ulong[copies.Count];
+        for (int i = 0; i < copies.Count; i++) sources[i] = copies[i].Old;
+        int run = 0;
+        for (int i = 1; i <= copies.Count; i++)
+        {
+            bool continues = i < copies.Count && copies[i - 1].New != NoCopy && copies[i].New == copies[i - 1].New + Paging.PageSize;
+            if (continues) continue;
+            if (copies[run].New != NoCopy) Space.Pool.CopyFrames(copies[run].New, sources[run..i]);
+            run = i;
+        }
     }
 
     /// <summary>Maps zeroed frames over the unmapped pages of the fault-around window of <paramref name="page"/>.</summary>

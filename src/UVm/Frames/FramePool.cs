@@ -179,6 +179,45 @@ public sealed unsafe partial class FramePool : IDisposable
         }
     }
 
+    /// <summary>
+    /// Copies the contents of the frames at <paramref name="sources"/> into the run of frames
+    /// starting at <paramref name="firstDestination"/> (source <c>i</c> into destination frame
+    /// <c>i</c>), through the memfd (<c>pwritev</c>) rather than the linear map, so the
+    /// destination frames get their host pages without a host page-table entry in the linear
+    /// map: mapping them into a space is then their only one, as a kernel's copy-on-write has.
+    /// </summary>
+    /// <remarks>The caller holds a reference to every frame and keeps the sources from changing
+    /// (their mappings are read-only, or locked by its cursor).</remarks>
+    /// <exception cref="UVmException"><see cref="UVmError.HostNoMemory"/> when the host cannot allocate the pages.</exception>
+    internal void CopyFrames(ulong firstDestination, ReadOnlySpan<ulong> sources)
+    {
+        const int Batch = 64;
+        Span<Libc.IoVec> iov = stackalloc Libc.IoVec[Batch];
+        for (int done = 0; done < sources.Length; done += Batch)
+        {
+            int n = Math.Min(Batch, sources.Length - done);
+            ulong total = (ulong)n * Paging.PageSize, written = 0;
+            while (written < total)
+            {
+                // After a short write (a signal, memory pressure) go on from the first byte not written.
+                int first = (int)(written / Paging.PageSize);
+                ulong skip = written % Paging.PageSize;
+                for (int i = first; i < n; i++)
+                {
+                    ulong from = i == first ? skip : 0;
+                    iov[i - first] = new Libc.IoVec { Base = (nint)(LinearAddress(sources[done + i]) + from), Length = (nuint)(Paging.PageSize - from) };
+                }
+                nint wrote;
+                // SAFETY: every iovec names (the rest of) a frame of this pool inside the linear
+                // map, which lives as long as the pool; the destination lies inside the memfd.
+                fixed (Libc.IoVec* v = iov)
+                    wrote = Libc.Pwritev(_fd, v, n - first, (long)(firstDestination + (ulong)done * Paging.PageSize + written));
+                if (wrote <= 0) HostCall.Fail("pwritev of frame copies");
+                written += (ulong)wrote;
+            }
+        }
+    }
+
     /// <summary>Pointer into the linear map for <paramref name="paddr"/>.</summary>
     internal byte* LinearAddress(ulong paddr) => _linear + paddr;
 

@@ -40,6 +40,20 @@ internal static unsafe partial class Libc
     [LibraryImport(Lib, EntryPoint = "fallocate", SetLastError = true)]
     internal static partial int Fallocate(int fd, int mode, long offset, long length);
 
+    [LibraryImport(Lib, EntryPoint = "pwritev", SetLastError = true)]
+    internal static partial nint Pwritev(int fd, IoVec* iov, int iovcnt, long offset);
+
+    /// <summary><c>struct iovec</c>.</summary>
+    [StructLayout(LayoutKind.Sequential)]
+    internal struct IoVec
+    {
+        public nint Base;
+        public nuint Length;
+    }
+
+    /// <summary>The most <see cref="IoVec"/>s one <c>pwritev</c> takes (<c>IOV_MAX</c>).</summary>
+    internal const int IOV_MAX = 1024;
+
     [LibraryImport(Lib, EntryPoint = "dup", SetLastError = true)]
     internal static partial int Dup(int fd);
 

@@ -217,4 +217,30 @@ public sealed class FramePoolAccounting : SpaceFixture
     {
         Assert.Throws<ArgumentException>(() => new FramePool(capacity));
     }
+
+    [Test]
+    public void CopyFrames_copies_scattered_frames_into_a_run_through_the_memfd()
+    {
+        var pool = Later(new FramePool(16 * MiB));
+        const int N = 70; // more than one pwritev batch
+        var sources = Enumerable.Range(0, N).Select(_ => pool.AllocFrame()).ToList();
+        for (int i = 0; i < N; i++)
+        {
+            VmWriter<Infallible> w = sources[i].Writer();
+            w.Write(Enumerable.Repeat((byte)(i + 1), (int)Page).ToArray());
+        }
+        sources.Reverse(); // copy them in reverse paddr order: the sources are not one run
+        using USegment dst = pool.AllocSegment(N);
+        long before = pool.HostAllocatedBytes;
+
+        pool.CopyFrames(dst.Paddr, sources.Select(f => f.Paddr).ToArray());
+
+        Assert.That(pool.HostAllocatedBytes - before, Is.EqualTo(N * (long)Page), "the destination pages now exist in the memfd");
+        var copy = new byte[dst.Size];
+        VmReader<Infallible> r = dst.Reader();
+        r.Read(copy);
+        for (int i = 0; i < N; i++)
+            Assert.That(copy.AsSpan(i * (int)Page, (int)Page).IndexOfAnyExcept((byte)(N - i)), Is.EqualTo(-1), $"destination frame {i}");
+        sources.ForEach(f => f.Dispose());
+    }
 }
