@@ -6,26 +6,26 @@ public sealed class AreaStats
     internal long _demandZero, _demandZeroPages, _cowCopies, _cowPages, _cowTakeovers, _cowTakeoverPages, _sharedWrites, _refused;
 
     /// <summary>Faults resolved by allocating zeroed frames (each may fill a fault-around window).</summary>
-    public long DemandZeroFaults => Interlocked.Read(ref _demandZero);
+    public long DemandZeroFaults => Volatile.Read(ref _demandZero);
 
     /// <summary>Pages given zeroed frames by demand-zero faults (fault-around included).</summary>
-    public long DemandZeroPages => Interlocked.Read(ref _demandZeroPages);
+    public long DemandZeroPages => Volatile.Read(ref _demandZeroPages);
 
     /// <summary>Write faults on shared private pages resolved by copying the frame.</summary>
-    public long CopyOnWriteCopies => Interlocked.Read(ref _cowCopies);
+    public long CopyOnWriteCopies => Volatile.Read(ref _cowCopies);
 
     /// <summary>Pages given a copy of their frame by copy-on-write faults: each fault's page and the shared pages copied in its fault-around window.</summary>
-    public long CopyOnWritePages => Interlocked.Read(ref _cowPages);
+    public long CopyOnWritePages => Volatile.Read(ref _cowPages);
 
     /// <summary>Write faults on private pages resolved by taking the frame over (last reference): write access back, no copy.</summary>
-    public long CopyOnWriteTakeovers => Interlocked.Read(ref _cowTakeovers);
+    public long CopyOnWriteTakeovers => Volatile.Read(ref _cowTakeovers);
 
     /// <summary>Pages given write access back by copy-on-write faults because they held their frame's last reference: each fault's page and those of its fault-around window.</summary>
-    public long CopyOnWriteTakeoverPages => Interlocked.Read(ref _cowTakeoverPages);
+    public long CopyOnWriteTakeoverPages => Volatile.Read(ref _cowTakeoverPages);
 
     /// <summary>Write faults on shared (linear) pages resolved by restoring write access.</summary>
-    public long SharedWriteRestores => Interlocked.Read(ref _sharedWrites);
+    public long SharedWriteRestores => Volatile.Read(ref _sharedWrites);
 
     /// <summary>Faults the handler refused (no area, or the area's rights forbid the access).</summary>
-    public long Refused => Interlocked.Read(ref _refused);
+    public long Refused => Volatile.Read(ref _refused);
 }

@@ -19,7 +19,7 @@ public sealed unsafe partial class FramePool
     private long _reservedChunks;
 
     /// <summary>Chunks currently reserved.</summary>
-    public long ReservedChunks => Interlocked.Read(ref _reservedChunks);
+    public long ReservedChunks => Volatile.Read(ref _reservedChunks);
 
     /// <summary>Reserves an entirely free chunk; returns its index.</summary>
     /// <exception cref="UVmException"><see cref="UVmError.NoMemory"/> when no chunk is entirely free.</exception>

@@ -105,7 +105,7 @@ public sealed unsafe partial class FramePool : IDisposable
     public long HostAllocatedBytes => HostCall.AllocatedBytes(_fd);
 
     /// <summary>Number of <c>fallocate(PUNCH_HOLE)</c> calls made so far.</summary>
-    public long PunchCalls => Interlocked.Read(ref _punchCalls);
+    public long PunchCalls => Volatile.Read(ref _punchCalls);
 
     /// <summary>Frames handed out since the pool was created (read by <see cref="Diagnostics.UVmMetrics"/>).</summary>
     internal long FramesAllocatedTotal => Volatile.Read(ref _allocatedTotal);

@@ -46,13 +46,13 @@ internal sealed class HostMappingBudget
     internal static int ProcessLimit { get; set; } = DefaultLimit();
 
     /// <summary>The upper bound kept on the live arenas' mappings, all spaces together.</summary>
-    internal static long ProcessBound => Interlocked.Read(ref s_processBound);
+    internal static long ProcessBound => Volatile.Read(ref s_processBound);
 
     /// <summary>The most host mappings the space may have.</summary>
     internal int Limit { get; }
 
     /// <summary>The upper bound kept on the arena's host mappings (read by <see cref="Diagnostics.UVmMetrics"/>).</summary>
-    internal long Bound => Interlocked.Read(ref _bound);
+    internal long Bound => Volatile.Read(ref _bound);
 
     /// <summary>Host mappings of the arena, counted now.</summary>
     internal int CountExactly() => ProcMaps.Read(_start, _end).Count;
@@ -61,7 +61,7 @@ internal sealed class HostMappingBudget
     internal bool SurelyFits(int pending)
     {
         long need = 2L * (pending + 1);
-        return Interlocked.Read(ref _bound) + need <= Limit && Interlocked.Read(ref s_processBound) + need <= ProcessLimit;
+        return Volatile.Read(ref _bound) + need <= Limit && Volatile.Read(ref s_processBound) + need <= ProcessLimit;
     }
 
     /// <summary>
@@ -136,7 +136,7 @@ internal sealed class HostMappingBudget
             if (_retired) return;
             _retired = true;
             s_live.Remove(this);
-            Interlocked.Add(ref s_processBound, -Interlocked.Read(ref _bound));
+            Interlocked.Add(ref s_processBound, -Volatile.Read(ref _bound));
         }
     }
 

@@ -6,25 +6,25 @@ public sealed class HostStats
     private long _mmapCalls, _mprotectCalls, _mapOps, _unmapOps, _protectOps, _dispatches;
 
     /// <summary><c>mmap</c> calls made (both installing frames and returning ranges to <c>PROT_NONE</c>).</summary>
-    public long MmapCalls => Interlocked.Read(ref _mmapCalls);
+    public long MmapCalls => Volatile.Read(ref _mmapCalls);
 
     /// <summary><c>mprotect</c> calls made.</summary>
-    public long MprotectCalls => Interlocked.Read(ref _mprotectCalls);
+    public long MprotectCalls => Volatile.Read(ref _mprotectCalls);
 
     /// <summary>All host syscalls that changed the arena (<see cref="MmapCalls"/> + <see cref="MprotectCalls"/>).</summary>
     public long Syscalls => MmapCalls + MprotectCalls;
 
     /// <summary>Page-table changes queued as host map operations, before coalescing; counted when their flusher dispatches.</summary>
-    public long MapOps => Interlocked.Read(ref _mapOps);
+    public long MapOps => Volatile.Read(ref _mapOps);
 
     /// <summary>Page-table changes queued as host unmap operations, before coalescing; counted when their flusher dispatches.</summary>
-    public long UnmapOps => Interlocked.Read(ref _unmapOps);
+    public long UnmapOps => Volatile.Read(ref _unmapOps);
 
     /// <summary>Page-table changes queued as host protect operations, before coalescing; counted when their flusher dispatches.</summary>
-    public long ProtectOps => Interlocked.Read(ref _protectOps);
+    public long ProtectOps => Volatile.Read(ref _protectOps);
 
     /// <summary>Dispatches that applied at least one operation.</summary>
-    public long Dispatches => Interlocked.Read(ref _dispatches);
+    public long Dispatches => Volatile.Read(ref _dispatches);
 
     internal void CountMmap() => Interlocked.Increment(ref _mmapCalls);
     internal void CountMprotect() => Interlocked.Increment(ref _mprotectCalls);

@@ -21,10 +21,10 @@ internal sealed class PageTable
     internal ulong Size { get; }
 
     /// <summary>Nodes currently in the tree, the root included.</summary>
-    internal long NodeCount => Interlocked.Read(ref _nodes);
+    internal long NodeCount => Volatile.Read(ref _nodes);
 
     /// <summary>Managed bytes the nodes occupy (entries, child references, object headers).</summary>
-    internal long FootprintBytes => Interlocked.Read(ref _footprint);
+    internal long FootprintBytes => Volatile.Read(ref _footprint);
 
     internal PtNode NewNode(int level)
     {

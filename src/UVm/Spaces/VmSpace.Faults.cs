@@ -14,13 +14,13 @@ public sealed partial class VmSpace : IFaultResolver
     private long _spuriousFaults, _handledFaults, _unresolvedFaults;
 
     /// <summary>Faults resolved by re-installing a host mapping the page table already allowed.</summary>
-    public long SpuriousFaults => Interlocked.Read(ref _spuriousFaults);
+    public long SpuriousFaults => Volatile.Read(ref _spuriousFaults);
 
     /// <summary>Faults the registered page-fault handler resolved.</summary>
-    public long HandledFaults => Interlocked.Read(ref _handledFaults);
+    public long HandledFaults => Volatile.Read(ref _handledFaults);
 
     /// <summary>Faults left unresolved (reported as <see cref="UVmError.PageFault"/>).</summary>
-    public long UnresolvedFaults => Interlocked.Read(ref _unresolvedFaults);
+    public long UnresolvedFaults => Volatile.Read(ref _unresolvedFaults);
 
     /// <summary>
     /// Registers the handler called for faults the page table does not already allow. Only the
