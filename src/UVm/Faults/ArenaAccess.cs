@@ -50,10 +50,11 @@ internal sealed class ArenaGate
 }
 
 /// <summary>
-/// The fallible accesses of one thread: the space an access is inside right now, and the bytes
-/// its copies and fills have moved (for UVm's metrics). One object per thread, written only by
-/// that thread; fallible readers and writers keep a reference to their thread's, so the hot path
-/// touches neither thread-local storage nor a shared cache line.
+/// The fallible accesses of one thread: the space activated on it (what its readers and writers
+/// may act on), the space an access is inside right now, and the bytes its copies and fills have
+/// moved (for UVm's metrics). One object per thread, written only by that thread; fallible
+/// readers and writers keep a reference to their thread's, so the hot path touches neither
+/// thread-local storage nor a shared cache line.
 /// </summary>
 /// <remarks>
 /// Objects of ended threads are dropped from the registry (their bytes folded into a retired
@@ -74,6 +75,9 @@ internal sealed class AccessThread
     private long _bytes;
 
     private AccessThread() { }
+
+    /// <summary>The space activated on this thread (see <c>VmSpace.Activate</c>), if any. Only this thread uses it.</summary>
+    internal IFaultResolver? Active;
 
     /// <summary>The calling thread's object.</summary>
     internal static AccessThread Current => t_current ?? Register();

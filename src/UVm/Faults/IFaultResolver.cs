@@ -9,9 +9,6 @@ internal interface IFaultResolver
     /// <summary>Host address of guest address 0.</summary>
     nint HostBase { get; }
 
-    /// <summary>The door fallible accesses go through; closed when the space is disposed.</summary>
-    ArenaGate Gate { get; }
-
     /// <summary>Tries to make the faulting access possible; true when it should be retried.</summary>
     bool Resolve(in NativeFault fault, out PageFaultInfo info);
 

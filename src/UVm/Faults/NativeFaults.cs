@@ -33,9 +33,15 @@ internal static unsafe partial class NativeFaults
     internal const int AccessRead = 0, AccessWrite = 1, AccessExec = 2;
 
     /// <summary>Installs the handler once, after the runtime's own (the first space does this).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal static void EnsureInstalled()
     {
-        if (Volatile.Read(ref s_installed) != 0) return;
+        if (Volatile.Read(ref s_installed) == 0) Install();
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static void Install()
+    {
         int rc = uvm_install();
         if (rc != 0) throw new InvalidOperationException($"installing UVm's SIGSEGV/SIGBUS handler failed: errno {-rc}");
         Volatile.Write(ref s_installed, 1);

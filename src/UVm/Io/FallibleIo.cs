@@ -242,29 +242,46 @@ public static unsafe class FallibleIo
 
     /// <summary>
     /// Copies with fault resolution; returns the exact prefix length copied. <paramref name="access"/>
-    /// says which side is guest memory: the source of a read, the destination of a write.
+    /// says which side is guest memory: the source of a read, the destination of a write. The
+    /// common case (nothing faults) is this inlined path: the gate, one primitive, the count.
     /// </summary>
-    private static CopyResult CopyLoop(GuestAccess guest, byte* dst, byte* src, ulong want, PageFaultAccess access)
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static CopyResult CopyLoop(in GuestAccess guest, byte* dst, byte* src, ulong want, PageFaultAccess access)
     {
-        long outer = guest.Thread.Enter(guest.Gate.Id);
+        AccessThread thread = guest.Thread;
+        long outer = thread.Enter(guest.Gate.Id);
+        NativeFault f;
+        ulong left = want;
+        if (!guest.Gate.IsClosed && (left = NativeFaults.Copy(dst, src, want, &f)) == 0)
+        {
+            thread.CountBytes(want); // per thread: no shared cache line on the copy path
+            thread.Leave(outer);
+            return new CopyResult(want, null, null);
+        }
+        return CopyAfterFault(guest, dst, src, want, access, outer, want - left, &f);
+    }
+
+    /// <summary>The rest of <see cref="CopyLoop"/> after its first try faulted (or found the gate closed): resolve, go on from the exact byte.</summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static CopyResult CopyAfterFault(GuestAccess guest, byte* dst, byte* src, ulong want, PageFaultAccess access, long outer, ulong done, NativeFault* first)
+    {
         try
         {
             if (guest.Gate.IsClosed) return guest.Closed(access == PageFaultAccess.Read ? src : dst, access);
-            ulong done = 0;
             var retry = new RetryState();
-            while (done < want)
+            NativeFault f = *first;
+            while (true)
             {
-                NativeFault f;
-                ulong left = NativeFaults.Copy(dst + done, src + done, want - done, &f);
-                done = want - left;
-                if (left == 0) break;
                 if (!retry.Resolve(guest.Resolver, f, done, out PageFaultInfo info))
                 {
                     guest.Thread.CountBytes(done);
                     return new CopyResult(done, UVmError.PageFault, info);
                 }
+                ulong left = NativeFaults.Copy(dst + done, src + done, want - done, &f);
+                done = want - left;
+                if (left == 0) break;
             }
-            guest.Thread.CountBytes(done); // per thread: no shared cache line on the copy path
+            guest.Thread.CountBytes(done);
             return new CopyResult(done, null, null);
         }
         finally

@@ -10,11 +10,11 @@ namespace UVm.Io;
 /// </summary>
 internal readonly struct GuestAccess
 {
-    internal GuestAccess(IFaultResolver resolver)
+    internal GuestAccess(IFaultResolver resolver, ArenaGate gate, AccessThread thread)
     {
         Resolver = resolver;
-        Gate = resolver.Gate;
-        Thread = AccessThread.Current;
+        Gate = gate;
+        Thread = thread;
     }
 
     internal IFaultResolver Resolver { get; }

@@ -23,11 +23,11 @@ public unsafe ref struct VmReader<TMode> where TMode : struct, IAccessMode
         _guest = default;
     }
 
-    internal VmReader(IFaultResolver resolver, byte* start, ulong length)
+    internal VmReader(GuestAccess guest, byte* start, ulong length)
     {
         _cursor = start;
         _end = start + length;
-        _guest = new GuestAccess(resolver);
+        _guest = guest;
     }
 
     /// <summary>Bytes left to read.</summary>
@@ -75,11 +75,11 @@ public unsafe ref struct VmWriter<TMode> where TMode : struct, IAccessMode
         _guest = default;
     }
 
-    internal VmWriter(IFaultResolver resolver, byte* start, ulong length)
+    internal VmWriter(GuestAccess guest, byte* start, ulong length)
     {
         _cursor = start;
         _end = start + length;
-        _guest = new GuestAccess(resolver);
+        _guest = guest;
     }
 
     /// <summary>Bytes of room left.</summary>

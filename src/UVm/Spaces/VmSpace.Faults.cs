@@ -43,39 +43,42 @@ public sealed partial class VmSpace : IFaultResolver
     /// this thread and <c>va + len</c> neither overflows nor passes <see cref="Size"/>.</exception>
     public unsafe VmReader<Fallible> Reader(ulong va, ulong len)
     {
-        CheckUserAccess(va, len);
-        return new VmReader<Fallible>(this, (byte*)(HostBase + (nint)va), len);
+        // SAFETY: CheckUserAccess proved [va, va + len) lies inside the arena, which stays
+        // reserved while the space lives; the primitives recover from any fault there.
+        return new VmReader<Fallible>(new GuestAccess(this, _gate, CheckUserAccess(va, len)), (byte*)(HostBase + (nint)va), len);
     }
 
     /// <summary>A fallible writer of guest memory <c>[va, va + len)</c>.</summary>
     /// <exception cref="UVmException"><see cref="UVmError.AccessDenied"/> as for <see cref="Reader"/>.</exception>
     public unsafe VmWriter<Fallible> Writer(ulong va, ulong len)
     {
-        CheckUserAccess(va, len);
-        return new VmWriter<Fallible>(this, (byte*)(HostBase + (nint)va), len);
+        // SAFETY: as for Reader.
+        return new VmWriter<Fallible>(new GuestAccess(this, _gate, CheckUserAccess(va, len)), (byte*)(HostBase + (nint)va), len);
     }
 
     /// <summary>A fallible reader and writer of the same guest range, checked once.</summary>
     /// <exception cref="UVmException"><see cref="UVmError.AccessDenied"/> as for <see cref="Reader"/>.</exception>
     public unsafe void ReaderWriter(ulong va, ulong len, out VmReader<Fallible> reader, out VmWriter<Fallible> writer)
     {
-        CheckUserAccess(va, len);
-        reader = new VmReader<Fallible>(this, (byte*)(HostBase + (nint)va), len);
-        writer = new VmWriter<Fallible>(this, (byte*)(HostBase + (nint)va), len);
+        var guest = new GuestAccess(this, _gate, CheckUserAccess(va, len));
+        // SAFETY: as for Reader.
+        reader = new VmReader<Fallible>(guest, (byte*)(HostBase + (nint)va), len);
+        writer = new VmWriter<Fallible>(guest, (byte*)(HostBase + (nint)va), len);
     }
 
-    private void CheckUserAccess(ulong va, ulong len)
+    /// <summary>The checks of the seed's reader and writer; returns the calling thread's access state.</summary>
+    private AccessThread CheckUserAccess(ulong va, ulong len)
     {
         ThrowIfDisposed();
         NativeFaults.EnsureInstalled();
-        if (!IsActiveOnCurrentThread) ThrowHelper.UVm(UVmError.AccessDenied, "the space is not activated on this thread");
+        AccessThread thread = AccessThread.Current;
+        if (!ReferenceEquals(thread.Active, this)) ThrowHelper.UVm(UVmError.AccessDenied, "the space is not activated on this thread");
         ulong end = va + len;
         if (end < va || end > Size) ThrowHelper.UVm(UVmError.AccessDenied, $"[0x{va:x}, +0x{len:x}) is not inside the user space [0, 0x{Size:x})");
+        return thread;
     }
 
     nint IFaultResolver.HostBase => HostBase;
-
-    ArenaGate IFaultResolver.Gate => _gate;
 
     bool IFaultResolver.Resolve(in NativeFault fault, out PageFaultInfo info)
     {

@@ -1,3 +1,4 @@
+using UVm.Faults;
 using UVm.Frames;
 using UVm.Host;
 using UVm.PageTable;
@@ -17,8 +18,6 @@ namespace UVm.Spaces;
 /// </remarks>
 public sealed partial class VmSpace : IDisposable
 {
-    [ThreadStatic] private static VmSpace? t_active;
-
     private readonly HostArena _arena;
     private readonly PageTable.PageTable _pt;
     private readonly List<IoMem> _ioMems = new();
@@ -65,7 +64,7 @@ public sealed partial class VmSpace : IDisposable
     public bool IsDisposed => _gate.IsClosed;
 
     /// <summary>The space activated on the calling thread, if any.</summary>
-    public static VmSpace? Current => t_active is { IsDisposed: false } s ? s : null;
+    public static VmSpace? Current => AccessThread.Current.Active is VmSpace { IsDisposed: false } s ? s : null;
 
     internal PageTable.PageTable Table => _pt;
     internal HostMappingBudget Budget { get; }
@@ -107,14 +106,14 @@ public sealed partial class VmSpace : IDisposable
     public void Activate()
     {
         ThrowIfDisposed();
-        t_active = this;
+        AccessThread.Current.Active = this;
     }
 
     /// <summary>Whether this space is activated on the calling thread.</summary>
-    public bool IsActiveOnCurrentThread => ReferenceEquals(t_active, this) && !IsDisposed;
+    public bool IsActiveOnCurrentThread => ReferenceEquals(AccessThread.Current.Active, this) && !IsDisposed;
 
     /// <summary>Deactivates whatever space is activated on the calling thread.</summary>
-    public static void Deactivate() => t_active = null;
+    public static void Deactivate() => AccessThread.Current.Active = null;
 
     /// <summary>Host mappings (VMAs) the kernel shows inside the arena now, read from <c>/proc/self/maps</c>.</summary>
     public int CountHostMappings() => ProcMaps.Read((ulong)HostBase, (ulong)HostBase + Size).Count;
@@ -172,7 +171,8 @@ public sealed partial class VmSpace : IDisposable
     public void Dispose()
     {
         if (!_gate.Close()) return;
-        if (ReferenceEquals(t_active, this)) t_active = null;
+        AccessThread self = AccessThread.Current;
+        if (ReferenceEquals(self.Active, this)) self.Active = null;
 
         // Accesses that got in before the gate closed finish (or fault, and give up on a
         // disposed space) while the arena still maps what they expect.
