@@ -267,9 +267,19 @@ public sealed class AddressSpace : IDisposable
     public void Dispose()
     {
         if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
+        GC.SuppressFinalize(this);
         Space.Dispose();
         _reservations.Dispose();
         s_owners.Remove(Space);
+    }
+
+    /// <summary>
+    /// An address space dropped without <see cref="Dispose"/>: its chunk reservations go back to
+    /// the pool (its space, unreachable too, gives back its frames in its own finalizer).
+    /// </summary>
+    ~AddressSpace()
+    {
+        _reservations?.Dispose(); // null when the constructor threw
     }
 
     // ---- the default page-fault handler -------------------------------------------------

@@ -22,6 +22,7 @@ public sealed partial class VmSpace : IDisposable
     private readonly PageTable.PageTable _pt;
     private readonly List<IoMem> _ioMems = new();
     private readonly Faults.ArenaGate _gate = new();
+    private readonly bool _constructed; // false when the constructor threw: the finalizer has nothing to release
 
     /// <summary>Creates an empty space, reserving its host arena.</summary>
     /// <exception cref="ArgumentException">The size is zero, not a multiple of 2 MiB or above 128 TiB; or the guard is unaligned.</exception>
@@ -40,6 +41,17 @@ public sealed partial class VmSpace : IDisposable
         Budget = new HostMappingBudget(_arena.Base, options.Size, options.MaxHostMappings ?? HostMappingBudget.ProcessLimit);
         _pt = new PageTable.PageTable(options.Size);
         Diagnostics.LiveObjects.Register(this);
+        _constructed = true;
+    }
+
+    /// <summary>
+    /// A space dropped without <see cref="Dispose"/>: once nothing can reach it (no cursor, no
+    /// reader or writer, not activated on any thread), its frames, I/O regions and arena go back
+    /// as <see cref="Dispose"/> would give them back.
+    /// </summary>
+    ~VmSpace()
+    {
+        if (_constructed) Dispose();
     }
 
     /// <summary>End of the user range: valid guest addresses are <c>[0, Size)</c>.</summary>
@@ -171,6 +183,7 @@ public sealed partial class VmSpace : IDisposable
     public void Dispose()
     {
         if (!_gate.Close()) return;
+        GC.SuppressFinalize(this);
         AccessThread self = AccessThread.Current;
         if (ReferenceEquals(self.Active, this)) self.Active = null;
 
