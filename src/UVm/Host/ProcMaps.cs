@@ -13,19 +13,46 @@ namespace UVm.Host;
 internal readonly record struct HostVma(ulong Start, ulong End, string Perms, ulong Offset, string Dev, ulong Inode, string Path);
 
 /// <summary>Reads the host's own view of this process's mappings.</summary>
+/// <remarks>
+/// The kernel prints <c>/proc/self/maps</c> a buffer at a time and, since Linux 6.17, under
+/// per-mapping locks: when a thread changes mappings between two <c>read</c> calls, a line can
+/// show twice or be missed. So the file is read with as few calls as possible, into one buffer
+/// large enough for the whole file (grown and read again when it was not).
+/// </remarks>
 internal static class ProcMaps
 {
+    [ThreadStatic] private static byte[]? t_buffer;
+
     /// <summary>The mappings that intersect <c>[start, end)</c>, in address order.</summary>
     internal static List<HostVma> Read(ulong start, ulong end)
     {
         var result = new List<HostVma>();
-        foreach (string line in File.ReadLines("/proc/self/maps"))
+        ReadOnlySpan<byte> text = ReadWhole();
+        while (!text.IsEmpty)
         {
-            HostVma vma = Parse(line);
+            int nl = text.IndexOf((byte)'\n');
+            ReadOnlySpan<byte> line = nl < 0 ? text : text[..nl];
+            text = nl < 0 ? default : text[(nl + 1)..];
+            if (line.IsEmpty) continue;
+            HostVma vma = Parse(System.Text.Encoding.ASCII.GetString(line));
             if (vma.End <= start || vma.Start >= end) continue;
             result.Add(vma);
         }
         return result;
+    }
+
+    /// <summary>The whole file, read into a buffer big enough that one <c>read</c> usually takes it all.</summary>
+    private static ReadOnlySpan<byte> ReadWhole()
+    {
+        byte[] buffer = t_buffer ??= new byte[256 << 10];
+        while (true)
+        {
+            using var file = new FileStream("/proc/self/maps", FileMode.Open, FileAccess.Read, FileShare.ReadWrite, bufferSize: 0);
+            int total = 0, n;
+            while (total < buffer.Length && (n = file.Read(buffer, total, buffer.Length - total)) > 0) total += n;
+            if (total < buffer.Length) return buffer.AsSpan(0, total);
+            buffer = t_buffer = new byte[buffer.Length * 2]; // did not fit: read it all again, in one piece
+        }
     }
 
     internal static HostVma Parse(string line)
