@@ -30,6 +30,7 @@ public unsafe class ReadValBenchmarks
         _segment = _pool.AllocSegment(1);
         using (CursorMut c = _space.CursorMut(VaddrRange.FromLength(Va, Paging.PageSize))) c.Map(_segment, PageProperty.New(PageFlags.RW));
         _page = (ulong*)(_space.HostBase + (nint)Va);
+        // SAFETY: the page was just mapped RW and dispatched; these are its first (resident-making) touches.
         for (int i = 0; i < Batch; i++) _page[i] = (ulong)i; // resident before measuring
         _space.Activate();
         Jit.Settle(() => PlainLoad(), () => ReadVal());
@@ -49,6 +50,7 @@ public unsafe class ReadValBenchmarks
     {
         ulong sum = 0;
         ulong* p = _page;
+        // SAFETY: the page stays mapped RW and resident for the whole benchmark (setup to cleanup).
         for (int i = 0; i < Batch; i++) sum += p[i];
         return sum;
     }

@@ -32,6 +32,8 @@ Show("after map");
 
 unsafe
 {
+    // SAFETY: the range was just mapped RW and the cursor's Dispose dispatched it, so the host maps
+    // these bytes (a direct host access to a page UVm has not mapped would crash, not fault).
     var host = new ReadOnlySpan<byte>((byte*)(space.HostBase + (nint)range.Start), text.Length);
     Console.WriteLine($"2. the host MMU shows the frame at Base + va: \"{System.Text.Encoding.ASCII.GetString(host)}\"");
 }

@@ -84,6 +84,7 @@ internal static unsafe partial class NativeFaults
     internal static partial int Cas64(byte* dst, ulong expected, ulong desired, ulong* observed, NativeFault* fault);
 
     /// <summary>Loads <c>sizeof(T)</c> bytes (1, 2, 4 or 8) with one access; -1 on a fault.</summary>
+    /// <remarks>SAFETY: <c>value</c> points to <c>sizeof(T)</c> writable bytes; <c>src</c> is the caller's to check.</remarks>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal static int Load<T>(byte* src, T* value, NativeFault* fault) where T : unmanaged => sizeof(T) switch
     {
@@ -95,6 +96,8 @@ internal static unsafe partial class NativeFaults
     };
 
     /// <summary>Stores <c>sizeof(T)</c> bytes (1, 2, 4 or 8) with one access; -1 on a fault.</summary>
+    /// <remarks>SAFETY: <c>value</c> is a local of exactly <c>sizeof(T)</c> bytes, so reading it as an
+    /// integer of that width (or copying it) stays inside it; <c>dst</c> is the caller's to check.</remarks>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal static int Store<T>(byte* dst, T value, NativeFault* fault) where T : unmanaged => sizeof(T) switch
     {

@@ -63,6 +63,7 @@ public sealed unsafe partial class FramePool
         {
             if ((_used[f >> 6] & (1UL << (int)(f & 63))) != 0) return false;
             MarkLocked(f, 1);
+            // SAFETY: paddr names a frame of a chunk of this pool (the caller's reservation), so f < TotalFrames.
             _refs[f] = 1;
             _inUse++;
             _allocatedTotal++;

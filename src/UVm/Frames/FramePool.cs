@@ -71,6 +71,7 @@ public sealed unsafe partial class FramePool : IDisposable
         try
         {
             HostCall.Check(Libc.Ftruncate(_fd, (long)capacityBytes), "ftruncate of the frame pool");
+            // SAFETY: the mappings below are owned by the pool: unmapped only in Dispose, once no frame is in use.
             _linear = (byte*)HostCall.CheckMap(
                 Libc.Mmap(0, (nuint)capacityBytes, Libc.PROT_READ | Libc.PROT_WRITE, Libc.MAP_SHARED | Libc.MAP_NORESERVE, _fd, 0),
                 "mmap of the linear map");
@@ -255,6 +256,7 @@ public sealed unsafe partial class FramePool : IDisposable
                     ThrowHelper.UVm(UVmError.NoMemory, $"the frame pool ({TotalFrames} frames, {_inUse} in use) has no free run of {count} frames");
             }
             MarkLocked(first, count);
+            // SAFETY: TryFindLocked returned frames below TotalFrames; the metadata mapping holds one count per frame.
             for (ulong f = first; f < first + count; f++) _refs[f] = 1;
             _inUse += (long)count;
             _allocatedTotal += (long)count;

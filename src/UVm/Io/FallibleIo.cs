@@ -88,6 +88,8 @@ public static unsafe class FallibleIo
             while (done < want)
             {
                 NativeFault f;
+                // SAFETY: [cursor + done, cursor + want) lies inside the writer's checked range;
+                // the primitive recovers from any fault there.
                 ulong left = NativeFaults.FillZero(writer._cursor + done, want - done, &f);
                 done = want - left;
                 if (left == 0) break;
@@ -121,6 +123,9 @@ public static unsafe class FallibleIo
         T value;
         NativeFault f;
         long outer = guest.Thread.Enter(guest.Gate.Id);
+        // SAFETY: the primitive touches only the sizeof(T) guest bytes at the cursor (inside the
+        // reader's checked range, in a reserved arena) and recovers from any fault there; value and
+        // f are locals it writes.
         if (guest.Gate.IsClosed || NativeFaults.Load(reader._cursor, &value, &f) != 0)
         {
             var op = new LoadOp<T>(reader._cursor, &value);
@@ -146,6 +151,7 @@ public static unsafe class FallibleIo
         GuestAccess guest = writer._guest;
         NativeFault f;
         long outer = guest.Thread.Enter(guest.Gate.Id);
+        // SAFETY: as in ReadVal, for the sizeof(T) guest bytes at the writer's cursor.
         if (guest.Gate.IsClosed || NativeFaults.Store(writer._cursor, value, &f) != 0)
         {
             var op = new StoreOp<T>(writer._cursor, value);
@@ -172,6 +178,7 @@ public static unsafe class FallibleIo
         CheckAtomic(reader.Cursor, reader.Remain, sizeof(T));
         T value;
         // An aligned load of 4 or 8 bytes is a single atomic access on x86-64.
+        // SAFETY: as in ReadVal; CheckAtomic proved the access aligned and inside the range.
         var op = new LoadOp<T>(reader._cursor, &value);
         return Access(ref op, reader._guest, out PageFaultInfo info) ? new IoResult<T>(value, null, null) : new IoResult<T>(default, UVmError.PageFault, info);
     }
@@ -187,6 +194,7 @@ public static unsafe class FallibleIo
     {
         CheckAtomic(writer.Cursor, writer.Avail, sizeof(uint));
         uint observed;
+        // SAFETY: as in ReadVal; CheckAtomic proved the access aligned and inside the range.
         var op = new Cas32Op(writer._cursor, expected, desired, &observed);
         return Access(ref op, writer._guest, out PageFaultInfo info) ? new IoResult<uint>(observed, null, null) : new IoResult<uint>(0, UVmError.PageFault, info);
     }
@@ -197,6 +205,7 @@ public static unsafe class FallibleIo
     {
         CheckAtomic(writer.Cursor, writer.Avail, sizeof(ulong));
         ulong observed;
+        // SAFETY: as in ReadVal; CheckAtomic proved the access aligned and inside the range.
         var op = new Cas64Op(writer._cursor, expected, desired, &observed);
         return Access(ref op, writer._guest, out PageFaultInfo info) ? new IoResult<ulong>(observed, null, null) : new IoResult<ulong>(0, UVmError.PageFault, info);
     }
@@ -212,6 +221,8 @@ public static unsafe class FallibleIo
     {
         ulong limit = Math.Min((ulong)buffer.Length, reader.Remain);
         ulong done = 0;
+        // SAFETY: the buffer is pinned while its first `limit` bytes are written; every guest
+        // byte read lies inside the reader's range and is read by the fault-recovering copy.
         fixed (byte* dst = buffer)
         {
             while (done < limit)
@@ -252,6 +263,8 @@ public static unsafe class FallibleIo
         long outer = thread.Enter(guest.Gate.Id);
         NativeFault f;
         ulong left = want;
+        // SAFETY: the caller passes `want` bytes of pinned library memory on one side and of its
+        // checked guest range on the other; the primitive recovers from any fault in either.
         if (!guest.Gate.IsClosed && (left = NativeFaults.Copy(dst, src, want, &f)) == 0)
         {
             thread.CountBytes(want); // per thread: no shared cache line on the copy path
@@ -277,6 +290,7 @@ public static unsafe class FallibleIo
                     guest.Thread.CountBytes(done);
                     return new CopyResult(done, UVmError.PageFault, info);
                 }
+                // SAFETY: as in CopyLoop, for the part not yet copied.
                 ulong left = NativeFaults.Copy(dst + done, src + done, want - done, &f);
                 done = want - left;
                 if (left == 0) break;
