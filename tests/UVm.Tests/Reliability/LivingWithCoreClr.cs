@@ -346,9 +346,10 @@ public sealed class LivingWithCoreClr
         Assert.That(r.Error, Is.EqualTo(UVmError.PageFault));
     }
 
-    // ---- a stack overflow in a child process ------------------------------------------------------
+    // ---- a child process: a stack overflow, a foreign native SIGSEGV ------------------------------
 
     private const string ChildProgram = """
+        using System.Runtime.InteropServices;
         using UVm;
         using UVm.Io;
         using UVm.Spaces;
@@ -362,7 +363,10 @@ public sealed class LivingWithCoreClr
         try { string? s = null; _ = s!.Length; }
         catch (NullReferenceException) { Console.Error.WriteLine("uvm-child: NullReferenceException caught"); }
         Console.Error.Flush();
-        Console.Error.WriteLine($"uvm-child: unreachable {Recurse(0)}");
+        if (args.Length > 0 && args[0] == "native-segv")
+            Console.Error.WriteLine($"uvm-child: unreachable {Native.strlen(16)}"); // a fault in libc, not in UVm or managed code
+        else
+            Console.Error.WriteLine($"uvm-child: unreachable {Recurse(0)}");
 
         static int Recurse(int depth)
         {
@@ -370,7 +374,60 @@ public sealed class LivingWithCoreClr
             pad[depth & 127] = (byte)depth;
             return Recurse(depth + 1) + pad[5];
         }
+
+        static class Native
+        {
+            [DllImport("libc.so.6")]
+            public static extern nuint strlen(nint s);
+        }
         """;
+
+    private static readonly Lazy<string> s_child = new(BuildChild, LazyThreadSafetyMode.ExecutionAndPublication);
+
+    /// <summary>Builds the child program once, against the tested UVm.dll; returns its folder.</summary>
+    private static string BuildChild()
+    {
+        string uvmDll = typeof(VmSpace).Assembly.Location;
+        string native = Path.Combine(Path.GetDirectoryName(uvmDll)!, "libuvm.so");
+        Assert.That(File.Exists(native), Is.True, $"libuvm.so beside {uvmDll}");
+        string dir = Path.Combine(Path.GetTempPath(), $"uvm-child-{Environment.ProcessId}-{Guid.NewGuid():N}");
+        Directory.CreateDirectory(dir);
+        AppDomain.CurrentDomain.ProcessExit += (_, _) =>
+        {
+            try { Directory.Delete(dir, recursive: true); }
+            catch (IOException) { }
+        };
+        File.WriteAllText(Path.Combine(dir, "Child.csproj"), $"""
+            <Project Sdk="Microsoft.NET.Sdk">
+              <PropertyGroup>
+                <OutputType>Exe</OutputType>
+                <TargetFramework>net10.0</TargetFramework>
+                <Nullable>enable</Nullable>
+                <ImplicitUsings>enable</ImplicitUsings>
+                <UseAppHost>false</UseAppHost>
+                <InvariantGlobalization>true</InvariantGlobalization>
+              </PropertyGroup>
+              <ItemGroup>
+                <Reference Include="UVm"><HintPath>{uvmDll}</HintPath></Reference>
+                <None Include="{native}" Link="libuvm.so" CopyToOutputDirectory="PreserveNewest" />
+              </ItemGroup>
+            </Project>
+            """);
+        File.WriteAllText(Path.Combine(dir, "Program.cs"), ChildProgram);
+        var build = Run("dotnet", "build -c Release -nologo -v q --disable-build-servers -p:UseSharedCompilation=false", dir, TimeSpan.FromSeconds(180));
+        Assert.That(build.ExitCode, Is.Zero, $"building the child failed:\n{build.Stdout}\n{build.Stderr}");
+        return dir;
+    }
+
+    private static (int ExitCode, string Stderr) RunChild(string mode)
+    {
+        var run = Run("dotnet", Path.Combine("bin", "Release", "net10.0", "Child.dll") + " " + mode, s_child.Value, TimeSpan.FromSeconds(60));
+        TestContext.Out.WriteLine($"child ({mode}) exit code {run.ExitCode}; stderr starts:\n{string.Join("\n", run.Stderr.Split('\n').Take(8))}");
+        Assert.That(run.Stderr, Does.Contain("uvm-child: fallible read -> PageFault"), "UVm's handler did not recover the child's fault");
+        Assert.That(run.Stderr, Does.Contain("uvm-child: NullReferenceException caught"));
+        Assert.That(run.Stderr, Does.Not.Contain("unreachable"));
+        return (run.ExitCode, run.Stderr);
+    }
 
     private static (int ExitCode, string Stdout, string Stderr) Run(string file, string args, string dir, TimeSpan timeout)
     {
@@ -404,46 +461,19 @@ public sealed class LivingWithCoreClr
     [Test, Category("Slow"), CancelAfter(240_000)]
     public void A_stack_overflow_in_a_process_using_UVm_is_still_reported_by_the_runtime()
     {
-        string uvmDll = typeof(VmSpace).Assembly.Location;
-        string native = Path.Combine(Path.GetDirectoryName(uvmDll)!, "libuvm.so");
-        Assert.That(File.Exists(native), Is.True, $"libuvm.so beside {uvmDll}");
-        string dir = Path.Combine(Path.GetTempPath(), $"uvm-stackoverflow-child-{Environment.ProcessId}-{Guid.NewGuid():N}");
-        Directory.CreateDirectory(dir);
-        try
-        {
-            File.WriteAllText(Path.Combine(dir, "Child.csproj"), $"""
-                <Project Sdk="Microsoft.NET.Sdk">
-                  <PropertyGroup>
-                    <OutputType>Exe</OutputType>
-                    <TargetFramework>net10.0</TargetFramework>
-                    <Nullable>enable</Nullable>
-                    <ImplicitUsings>enable</ImplicitUsings>
-                    <UseAppHost>false</UseAppHost>
-                    <InvariantGlobalization>true</InvariantGlobalization>
-                  </PropertyGroup>
-                  <ItemGroup>
-                    <Reference Include="UVm"><HintPath>{uvmDll}</HintPath></Reference>
-                    <None Include="{native}" Link="libuvm.so" CopyToOutputDirectory="PreserveNewest" />
-                  </ItemGroup>
-                </Project>
-                """);
-            File.WriteAllText(Path.Combine(dir, "Program.cs"), ChildProgram);
-            var build = Run("dotnet", "build -c Release -nologo -v q --disable-build-servers -p:UseSharedCompilation=false", dir, TimeSpan.FromSeconds(180));
-            Assert.That(build.ExitCode, Is.Zero, $"building the child failed:\n{build.Stdout}\n{build.Stderr}");
+        (int exit, string stderr) = RunChild("overflow");
+        Assert.That(stderr, Does.Contain("Stack overflow"), "the runtime no longer reports the stack overflow");
+        Assert.That(exit, Is.EqualTo(128 + 6), "the child should die of SIGABRT, as the runtime makes it after a stack overflow");
+        Figures.Add("CoreCLR: child processes that overflowed their stack (reported, SIGABRT)", 1);
+    }
 
-            var run = Run("dotnet", Path.Combine("bin", "Release", "net10.0", "Child.dll"), dir, TimeSpan.FromSeconds(60));
-            TestContext.Out.WriteLine($"child exit code {run.ExitCode}; stderr starts:\n{string.Join("\n", run.Stderr.Split('\n').Take(8))}");
-            Assert.That(run.Stderr, Does.Contain("uvm-child: fallible read -> PageFault"), "UVm's handler did not recover the child's fault");
-            Assert.That(run.Stderr, Does.Contain("uvm-child: NullReferenceException caught"));
-            Assert.That(run.Stderr, Does.Contain("Stack overflow"), "the runtime no longer reports the stack overflow");
-            Assert.That(run.Stderr, Does.Not.Contain("unreachable"));
-            Assert.That(run.ExitCode, Is.EqualTo(128 + 6), "the child should die of SIGABRT, as the runtime makes it after a stack overflow");
-            Figures.Add("CoreCLR: child processes that overflowed their stack (reported, SIGABRT)", 1);
-        }
-        finally
-        {
-            try { Directory.Delete(dir, recursive: true); }
-            catch (IOException) { }
-        }
+    [Test, Category("Slow"), CancelAfter(240_000)]
+    public void A_SIGSEGV_in_native_code_of_a_dotnet_process_using_UVm_still_kills_it_with_SIGSEGV()
+    {
+        // UVm's handler sees a fault outside its primitives and forwards it to the runtime's, which
+        // sees it outside managed code and lets the default action kill the process.
+        (int exit, _) = RunChild("native-segv");
+        Assert.That(exit, Is.EqualTo(128 + 11), "the child should die of SIGSEGV");
+        Figures.Add("CoreCLR: child processes killed by a foreign native SIGSEGV", 1);
     }
 }
