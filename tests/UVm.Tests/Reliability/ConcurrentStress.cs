@@ -58,7 +58,11 @@ public sealed class ConcurrentStress
         public Thread? Thread;
         public Exception? Error;
         public long Ops;
+        public int Tid; // the Linux thread id, to find the thread in the native stacks of a dump
     }
+
+    [System.Runtime.InteropServices.DllImport("libc.so.6", EntryPoint = "gettid")]
+    private static extern int GetTid();
 
     private sealed class Stress
     {
@@ -81,6 +85,7 @@ public sealed class ConcurrentStress
             var rng = new Random(_seed ^ name.GetHashCode(StringComparison.Ordinal));
             w.Thread = new Thread(() =>
             {
+                w.Tid = GetTid();
                 try
                 {
                     while (!Stop)
@@ -344,7 +349,37 @@ public sealed class ConcurrentStress
     {
         var sb = new StringBuilder($"deadlock suspected: {why}; what every thread was doing:\n");
         foreach (Worker w in s.Workers)
-            sb.AppendLine($"  {w.Name,-10} ops={w.Ops,-8} alive={w.Thread!.IsAlive,-5} state={w.Thread.ThreadState,-14} doing: {w.Doing}");
+            sb.AppendLine($"  {w.Name,-10} tid={w.Tid,-7} ops={w.Ops,-8} alive={w.Thread!.IsAlive,-5} state={w.Thread.ThreadState,-14} doing: {w.Doing}");
+        sb.Append(NativeStacks());
         return sb.ToString();
+    }
+
+    /// <summary>
+    /// Every thread's native stack, from gdb attached to this process (LWP = the tids above; managed
+    /// frames show as addresses, lock waits as futex/pthread frames), or why there is none.
+    /// </summary>
+    private static string NativeStacks()
+    {
+        try
+        {
+            var psi = new ProcessStartInfo("gdb", $"-p {Environment.ProcessId} -batch -nx -ex \"set pagination off\" -ex \"thread apply all bt 25\"")
+            {
+                RedirectStandardOutput = true,
+                RedirectStandardError = true,
+                UseShellExecute = false,
+            };
+            using Process gdb = Process.Start(psi)!;
+            Task<string> output = gdb.StandardOutput.ReadToEndAsync();
+            if (!gdb.WaitForExit(60_000))
+            {
+                gdb.Kill();
+                return "native stacks: gdb did not finish within 60 s\n";
+            }
+            return "native stacks (gdb):\n" + output.Result;
+        }
+        catch (Exception e) when (e is System.ComponentModel.Win32Exception or InvalidOperationException)
+        {
+            return $"native stacks: gdb unavailable ({e.Message})\n";
+        }
     }
 }
