@@ -41,8 +41,10 @@ public sealed class AddressSpace : IDisposable
         Space = space;
         _reservations = new FrameReservations(space.Pool);
         s_owners.Add(space, this);
-        Diagnostics.LiveObjects.AttachAreas(space, Stats);
     }
+
+    /// <summary>The fault statistics of the address space that manages <paramref name="space"/>, if one does (until it is disposed).</summary>
+    internal static AreaStats? StatsOf(VmSpace space) => s_owners.TryGetValue(space, out AddressSpace? owner) ? owner.Stats : null;
 
     /// <summary>The space this layer manages. Map frames into it directly only outside every area.</summary>
     public VmSpace Space { get; }

@@ -8,9 +8,10 @@ namespace UVm.Diagnostics;
 
 /// <summary>
 /// The weak registry of live spaces and pools that the observable instruments of
-/// <see cref="UVmMetrics"/> read. Nothing here runs on a hot path: spaces and pools register once
-/// when created and retire once when disposed; instruments read the counters the objects already
-/// keep, when a listener asks.
+/// <see cref="UVmMetrics"/> read. Nothing here runs on a hot path: spaces and pools are registered
+/// once when created and retired once when disposed (through the hooks <see cref="FramePool"/> and
+/// <see cref="VmSpace"/> offer, set when the library loads, so no layer calls up into this one);
+/// instruments read the counters the objects already keep, when a listener asks.
 /// </summary>
 /// <remarks>
 /// <para>Weak: the registry never keeps a space or pool alive (a <see cref="ConditionalWeakTable{TKey, TValue}"/>).</para>
@@ -31,7 +32,7 @@ internal static class LiveObjects
         /// <summary>The number tagging this space's per-space measurements.</summary>
         internal long Id { get; }
 
-        /// <summary>The fault statistics of the <see cref="AddressSpace"/> that owns the space, if any.</summary>
+        /// <summary>The fault statistics of the <see cref="AddressSpace"/> that owned the space, captured when it was disposed.</summary>
         internal AreaStats? Areas { get; set; }
 
         /// <summary>Whether the space was disposed and its counts folded into the retired totals.</summary>
@@ -41,33 +42,38 @@ internal static class LiveObjects
     private static readonly object s_lock = new();
     private static readonly ConditionalWeakTable<VmSpace, SpaceEntry> s_spaces = new();
     private static readonly ConditionalWeakTable<FramePool, object> s_pools = new();
-    private static long s_nextSpaceId;
 
     // Final counts of disposed spaces and pools (under s_lock).
     private static PageFaultCounts s_retiredFaults;
     private static long s_retiredMmap, s_retiredMprotect, s_retiredFallocate, s_retiredFramesAllocated;
 
+    /// <summary>Subscribes to the lifecycle hooks of pools and spaces before the library's first use.</summary>
+#pragma warning disable CA2255 // a library's module initializer, on purpose: the books must see the first pool and space
+    [ModuleInitializer]
+#pragma warning restore CA2255
+    internal static void Subscribe()
+    {
+        FramePool.Created += Register;
+        FramePool.Disposed += Retire;
+        VmSpace.Created += Register;
+        VmSpace.Disposed += Retire;
+    }
+
     /// <summary>Records a new space. Called once, from its constructor.</summary>
     internal static void Register(VmSpace space)
     {
         UVmMetrics.EnsureCreated();
-        lock (s_lock) s_spaces.AddOrUpdate(space, new SpaceEntry(++s_nextSpaceId));
+        lock (s_lock) s_spaces.AddOrUpdate(space, new SpaceEntry(space.Id));
     }
+
+    /// <summary>The fault statistics of the address space that manages (or managed) <paramref name="space"/>, if any.</summary>
+    internal static AreaStats? AreasOf(VmSpace space) => EntryOf(space)?.Areas ?? AddressSpace.StatsOf(space);
 
     /// <summary>Records a new pool. Called once, from its constructor.</summary>
     internal static void Register(FramePool pool)
     {
         UVmMetrics.EnsureCreated();
         lock (s_lock) s_pools.AddOrUpdate(pool, pool);
-    }
-
-    /// <summary>Records that <paramref name="areas"/> counts what the handler of <paramref name="space"/> resolves.</summary>
-    internal static void AttachAreas(VmSpace space, AreaStats areas)
-    {
-        lock (s_lock)
-        {
-            if (s_spaces.TryGetValue(space, out SpaceEntry? entry)) entry.Areas = areas;
-        }
     }
 
     /// <summary>Folds a disposed space's counts into the retired totals and forgets it.</summary>
@@ -77,6 +83,7 @@ internal static class LiveObjects
         {
             // The entry stays (weakly) so the space's own statistics still name its fault kinds.
             if (!s_spaces.TryGetValue(space, out SpaceEntry? entry) || entry.Retired) return;
+            entry.Areas ??= AddressSpace.StatsOf(space); // its address space is still attached while the space is disposed
             s_retiredFaults += PageFaultCounts.Of(space, entry.Areas);
             s_retiredMmap += space.HostStats.MmapCalls;
             s_retiredMprotect += space.HostStats.MprotectCalls;
@@ -109,7 +116,7 @@ internal static class LiveObjects
         {
             PageFaultCounts sum = s_retiredFaults;
             foreach (KeyValuePair<VmSpace, SpaceEntry> pair in s_spaces)
-                if (!pair.Value.Retired) sum += PageFaultCounts.Of(pair.Key, pair.Value.Areas);
+                if (!pair.Value.Retired) sum += PageFaultCounts.Of(pair.Key, AddressSpace.StatsOf(pair.Key));
             return sum;
         }
     }

@@ -41,7 +41,7 @@ public readonly record struct PageFaultCounts(long DemandZero, long CopyOnWrite,
     public static PageFaultCounts Of(VmSpace space)
     {
         ArgumentNullException.ThrowIfNull(space);
-        return Of(space, LiveObjects.EntryOf(space)?.Areas);
+        return Of(space, LiveObjects.AreasOf(space));
     }
 
     /// <summary>The counts of <paramref name="space"/>, whose handler is counted by <paramref name="areas"/> when it belongs to an address space.</summary>

@@ -139,15 +139,14 @@ public static class VmSpaceDump
             else if (run.Backing == MappingBacking.Frames && run.IsShared) shared += run.Pages;
             else if (run.Backing == MappingBacking.Frames) priv += run.Pages;
         }
-        LiveObjects.SpaceEntry? entry = LiveObjects.EntryOf(space);
         return new VmSpaceStatistics(
-            entry?.Id ?? 0, priv + shared, priv, shared, io,
-            PageFaultCounts.Of(space, entry?.Areas),
+            space.Id, priv + shared, priv, shared, io,
+            PageFaultCounts.Of(space, LiveObjects.AreasOf(space)),
             space.CountHostMappings(), space.MaxHostMappings, space.HostStats.Syscalls, space.PageTableNodes);
     }
 
     private static string Header(string what, VmSpace space) =>
-        $"{what} #{LiveObjects.EntryOf(space)?.Id ?? 0} [{MappingRun.Hex(0)}-{MappingRun.Hex(space.Size)})";
+        $"{what} #{space.Id} [{MappingRun.Hex(0)}-{MappingRun.Hex(space.Size)})";
 
     private static MappingRun RunOf(VmSpace space, PtSlot slot)
     {

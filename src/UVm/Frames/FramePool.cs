@@ -87,8 +87,14 @@ public sealed unsafe partial class FramePool : IDisposable
             throw;
         }
         FileIdentity = HostCall.Identity(_fd);
-        Diagnostics.LiveObjects.Register(this);
+        Created?.Invoke(this);
     }
+
+    /// <summary>
+    /// Told of every pool created and disposed, for whoever keeps books on pools (UVm's metrics
+    /// set it when the library loads); this layer knows nothing of them.
+    /// </summary>
+    internal static Action<FramePool>? Created, Disposed;
 
     /// <summary>Size of the pool in bytes.</summary>
     public ulong Capacity { get; }
@@ -108,7 +114,7 @@ public sealed unsafe partial class FramePool : IDisposable
     /// <summary>Number of <c>fallocate(PUNCH_HOLE)</c> calls made so far.</summary>
     public long PunchCalls => Volatile.Read(ref _punchCalls);
 
-    /// <summary>Frames handed out since the pool was created (read by <see cref="Diagnostics.UVmMetrics"/>).</summary>
+    /// <summary>Frames handed out since the pool was created (for UVm's metrics).</summary>
     internal long FramesAllocatedTotal => Volatile.Read(ref _allocatedTotal);
 
     internal int Fd => _fd;
@@ -401,7 +407,7 @@ public sealed unsafe partial class FramePool : IDisposable
             Libc.Munmap((nint)_refs, _refsBytes);
             Libc.Close(_fd);
         }
-        Diagnostics.LiveObjects.Retire(this);
+        Disposed?.Invoke(this);
     }
 
     internal VmReader<Infallible> ReaderOf(ulong paddr, ulong len) => new(LinearAddress(paddr), len);

@@ -51,7 +51,7 @@ internal sealed class HostMappingBudget
     /// <summary>The most host mappings the space may have.</summary>
     internal int Limit { get; }
 
-    /// <summary>The upper bound kept on the arena's host mappings (read by <see cref="Diagnostics.UVmMetrics"/>).</summary>
+    /// <summary>The upper bound kept on the arena's host mappings (for UVm's metrics).</summary>
     internal long Bound => Volatile.Read(ref _bound);
 
     /// <summary>Host mappings of the arena, counted now.</summary>

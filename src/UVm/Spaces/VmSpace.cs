@@ -40,7 +40,7 @@ public sealed partial class VmSpace : IDisposable
         _arena = new HostArena(options.Size, options.GuardSize);
         Budget = new HostMappingBudget(_arena.Base, options.Size, options.MaxHostMappings ?? HostMappingBudget.ProcessLimit);
         _pt = new PageTable.PageTable(options.Size);
-        Diagnostics.LiveObjects.Register(this);
+        Created?.Invoke(this);
         _constructed = true;
     }
 
@@ -217,6 +217,16 @@ public sealed partial class VmSpace : IDisposable
             foreach (IoMem io in _ioMems) io.Release();
             _ioMems.Clear();
         }
-        Diagnostics.LiveObjects.Retire(this);
+        Disposed?.Invoke(this);
     }
+
+    /// <summary>
+    /// Told of every space created and disposed, for whoever keeps books on spaces (UVm's metrics
+    /// set it when the library loads); this layer knows nothing of them. <see cref="Disposed"/>
+    /// is told after the arena went, before the space is forgotten by the layers above it.
+    /// </summary>
+    internal static Action<VmSpace>? Created, Disposed;
+
+    /// <summary>The space's number: unique in the process, never reused, starting at 1.</summary>
+    internal long Id => _gate.Id;
 }
