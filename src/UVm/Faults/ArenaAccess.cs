@@ -40,6 +40,12 @@ internal sealed class ArenaGate
     /// access's store is visible to this scan, or the access sees the door closed.
     /// The calling thread's own accesses are skipped: it may dispose the space from a page-fault
     /// handler that runs inside one of them, which then gives up as soon as the handler returns.
+    /// <para>A single load does not enter: it loads, then checks the door, and throws the value away
+    /// if the door is closed. That is enough for a load that leaves no trace: x86-64 keeps loads in
+    /// order, and the host can hand the range to another mapping only after the door closed and
+    /// after the <c>munmap</c> has shot down every CPU's TLB, so a load that saw the new mapping is
+    /// followed by a check that sees the door closed. Stores, compare-exchanges and copies (which
+    /// write what they read into the caller's buffer) do enter.</para>
     /// </remarks>
     internal void WaitForAccessesToLeave()
     {

@@ -337,6 +337,7 @@ public sealed class LivingWithCoreClr
         var a = new VmSpace(new VmSpaceOptions { Size = 64 * MiB, Pool = _pool });
         a.Activate();
         VmReader<Fallible> stale = a.Reader(Va, 8);
+        VmReader<Fallible> staleValue = stale;
         a.Dispose();
         using var b = new VmSpace(new VmSpaceOptions { Size = 64 * MiB, Pool = _pool });
         MapFilled(b, Va, 0x5B);
@@ -344,6 +345,10 @@ public sealed class LivingWithCoreClr
         CopyResult r = stale.ReadFallible(buf);
         Assert.That(buf, Has.None.EqualTo((byte)0x5B), $"the disposed space's reader read the next space's data ({r}); arena reused: {a.HostBase == b.HostBase}");
         Assert.That(r.Error, Is.EqualTo(UVmError.PageFault));
+        IoResult<ulong> v = staleValue.ReadVal<ulong>(); // a load checks the gate after loading, and throws the value away
+        Assert.That(v.Error, Is.EqualTo(UVmError.PageFault));
+        Assert.That(v.Value, Is.Zero, "the next space's bytes came back from a disposed space's reader");
+        Assert.That(staleValue.Remain, Is.EqualTo(8UL), "a failed ReadVal does not move the cursor");
     }
 
     // ---- a child process: a stack overflow, a foreign native SIGSEGV ------------------------------
