@@ -95,7 +95,8 @@ public static class Program
             $"{RuntimeInformation.FrameworkDescription}; peers ({peers.Count} figures, from {Path.GetFileName(peers.Source)}) and UVm measured in this one run.",
             "",
             $"Every figure is a median. \"reps UVm/peer\" says of how many repetitions: UVm's Stopwatch scenarios (faults, areas, 2 threads) " +
-            $"take {s.Reps} after {s.Warmups} uncounted warm-ups (each followed by a pause so hot code reaches tier 1); its BenchmarkDotNet scenarios (copy, ReadVal, map) take the median of " +
+            $"take {s.Reps} after {s.Warmups} uncounted warm-ups (each followed by a pause so hot code reaches tier 1); the copy scenarios time UVm and Buffer.MemoryCopy " +
+            $"in alternating back-to-back pairs of batches (the reps are pairs); its BenchmarkDotNet scenarios (ReadVal, map) take the median of " +
             $"their measured iterations (in-process toolchain, workloads driven to tier 1 in setup, {s.BdnWarmups} warm-up iterations); every peer takes its reps after one uncounted warm-up.",
             "UVm÷peer is UVm's figure divided by the peer's: for times (ns, us) lower is better, for throughputs (GB/s, pages/us) higher is better; " +
             "the target column says which. \"met\": yes / NO against the target; \"report\" = no target, read the figure; \"no peer\" = the peer gave no figure; ERROR = the scenario failed (see its note).");
