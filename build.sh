@@ -59,14 +59,18 @@ run_tests() {
     count_dotnet "$logs/dotnet.log"
 
     if [[ -f benchmarks/peers/run.sh ]]; then
-        echo "== benchmark harness smoke (quick peers, correctness only)"
+        echo "== benchmark harness smoke (quick peers, then UVm's scenarios at tiny sizes; correctness only, no timing judged)"
+        local peer_lines="$root/artifacts/peers-quick.txt"
         if bash benchmarks/peers/build.sh "$root/artifacts/peers" >"$logs/peers.log" 2>&1 \
-            && bash benchmarks/peers/run.sh "$root/artifacts/peers" --quick >>"$logs/peers.log" 2>&1; then
-            n=$(grep -c '^PEER ' "$logs/peers.log" || true)
+            && bash benchmarks/peers/run.sh "$root/artifacts/peers" --quick >"$peer_lines" 2>>"$logs/peers.log"; then
+            n=$(grep -c '^PEER ' "$peer_lines" || true)
             echo "peers: $n figures"; passed=$((passed + 1))
         else
             echo "peers smoke failed:"; tail -20 "$logs/peers.log"; failed=$((failed + 1))
         fi
+        dotnet run --project benchmarks/UVm.Benchmarks/UVm.Benchmarks.csproj -c "$config" --no-build -- \
+            --smoke --peers "$peer_lines" 2>&1 | tee "$logs/bench-smoke.log" || true
+        count_plain "$logs/bench-smoke.log"
     fi
 
     echo "$passed passed, $failed failed, $skipped skipped"

@@ -431,16 +431,16 @@ internal static class AreaBenchmarks
     }
 
     private static string Describe(HostMappings h) =>
-        Program.Inv($"parent: an Alloc(populate) RW area of {Size(h.Pages * Page)} ({h.Pages} pages) written whole; fork; the child writes one byte to a random half of the pages in random order ({h.Child.Done} of {h.Child.Wanted} writes done, {h.Child.Copies} copies): ") +
+        Program.Inv($"parent: an Alloc(populate) RW area of {Size(h.Pages * Page)} ({h.Pages} pages) written whole; fork; the child writes one byte to a random half of the pages in random order ({h.Child.Done} of {h.Child.Wanted} writes done, {h.Child.Copies} pages copied, written ones and their windows' shared neighbours): ") +
         Program.Inv($"host mappings parent {h.Child.ParentMappings}, child {h.Child.ChildMappings}; ") +
         (h.Parent.Wanted == 0 ? "the parent's writes were skipped. "
-            : Program.Inv($"then the parent writes another random half ({h.Parent.Done} of {h.Parent.Wanted} done: {h.Parent.Copies} copies, {h.Parent.Takeovers} take-overs of pages the child had copied): parent {h.Parent.ParentMappings}, child {h.Parent.ChildMappings}. "));
+            : Program.Inv($"then the parent writes another random half ({h.Parent.Done} of {h.Parent.Wanted} done: {h.Parent.Copies} pages copied, {h.Parent.Takeovers} taken over where the child had copied): parent {h.Parent.ParentMappings}, child {h.Parent.ChildMappings}. "));
 
     /// <summary>One phase of random writes and the host mapping counts after it.</summary>
     /// <param name="Wanted">Writes the phase was to make; 0 when it was skipped after an earlier failure.</param>
     /// <param name="Done">Writes that succeeded (in order; the phase stops at the first failure).</param>
-    /// <param name="Copies">Copy-on-write copies the writing space made in the phase.</param>
-    /// <param name="Takeovers">Copy-on-write take-overs the writing space made in the phase.</param>
+    /// <param name="Copies">Pages the writing space's copy-on-write faults copied in the phase (their fault-around windows included).</param>
+    /// <param name="Takeovers">Pages the writing space's copy-on-write faults took over in the phase.</param>
     /// <param name="ParentMappings">Host mappings of the parent's arena after the phase.</param>
     /// <param name="ChildMappings">Host mappings of the child's arena after the phase.</param>
     internal sealed record WritePhase(int Wanted, int Done, long Copies, long Takeovers, int ParentMappings, int ChildMappings);
@@ -479,10 +479,10 @@ internal static class AreaBenchmarks
                 var parentWrote = new bool[pages];
                 WritePhase Phase(AddressSpace writer, ulong[] targets, byte value, bool[] wrote, string who)
                 {
-                    long copies = writer.Stats.CopyOnWriteCopies, takeovers = writer.Stats.CopyOnWriteTakeovers;
+                    long copies = writer.Stats.CopyOnWritePages, takeovers = writer.Stats.CopyOnWriteTakeoverPages;
                     if (failure is not null) return new WritePhase(0, 0, 0, 0, parent.Space.CountHostMappings(), child.Space.CountHostMappings()); // skipped
                     int done = WriteBytes(writer, targets, value, wrote, who, ref failure);
-                    return new WritePhase(targets.Length, done, writer.Stats.CopyOnWriteCopies - copies, writer.Stats.CopyOnWriteTakeovers - takeovers,
+                    return new WritePhase(targets.Length, done, writer.Stats.CopyOnWritePages - copies, writer.Stats.CopyOnWriteTakeoverPages - takeovers,
                         parent.Space.CountHostMappings(), child.Space.CountHostMappings());
                 }
                 WritePhase c = Phase(child, childPages, 1, childWrote, "child");
