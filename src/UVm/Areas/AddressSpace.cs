@@ -395,9 +395,10 @@ public sealed class AddressSpace : IDisposable
                 // the ones their mappings install; then the changes, in address order so runs merge.
                 copies.Sort((x, y) => x.Va.CompareTo(y.Va));
                 CopyContents(copies);
-                for (; handedOver < copies.Count; handedOver++)
+                while (handedOver < copies.Count)
                 {
-                    (ulong va, _, ulong fresh) = copies[handedOver];
+                    // From here the new frame is the mapping's (MapOwnedFrame drops it if refused).
+                    (ulong va, _, ulong fresh) = copies[handedOver++];
                     c.Jump(va);
                     try
                     {

@@ -205,6 +205,38 @@ public sealed class Exhaustion
     }
 
     [Test, CancelAfter(60_000)]
+    public void A_copy_on_write_fault_refused_by_the_budget_fails_the_write_and_leaks_nothing()
+    {
+        var parent = Later(new AddressSpace(new VmSpaceOptions { Size = 64 * MiB, Pool = _pool, MaxHostMappings = 24 }));
+        ulong va = parent.Map(16 * Page, new AreaBackend.Alloc(true), new VmMapOptions { Addr = 32 * MiB, Flags = PageFlags.RW });
+        parent.Space.Activate();
+        Assert.That(Write(parent.Space, va, Enumerable.Repeat((byte)7, (int)(16 * Page)).ToArray()).IsOk);
+        AddressSpace child = Later(parent.Fork());
+        // Spend the child's budget with pages of its own outside the area; then its copy-on-write
+        // copy (a new host mapping) cannot be mapped.
+        FillBudget(child.Space, out UVmException refusal, out _);
+        Assert.That(refusal.Error, Is.EqualTo(UVmError.HostMappingLimit));
+        var before = SpaceState.Of(child.Space);
+        long frames = _pool.FramesInUse;
+
+        child.Space.Activate();
+        CopyResult w = default;
+        Assert.DoesNotThrow(() => w = Write(child.Space, va + 3 * Page, new byte[] { 9 }));
+
+        Assert.That(w.Error, Is.EqualTo(UVmError.PageFault), "the refused copy fails the write, it does not throw");
+        Assert.That(w.Bytes, Is.Zero);
+        before.AssertSame(child.Space, "the child after its refused copy-on-write");
+        Assert.That(_pool.FramesInUse, Is.EqualTo(frames), "the copies' frames went back");
+        CheckReferenceCounts(_pool, new[] { parent.Space, child.Space });
+        var one = new byte[1];
+        Assert.That(Read(child.Space, va + 3 * Page, one).IsOk && one[0] == 7, "the child still reads the shared data");
+        parent.Space.Activate();
+        Assert.That(Read(parent.Space, va + 3 * Page, one).IsOk && one[0] == 7, "the parent is untouched");
+        VmSpace.Deactivate();
+        Figures.Add("exhaustion: refusals checked", 1);
+    }
+
+    [Test, CancelAfter(60_000)]
     public void Passing_the_host_mapping_budget_fails_with_HostMappingLimit_before_anything_changes()
     {
         const int budget = 16;
