@@ -99,6 +99,7 @@ public sealed class NuGetPackage
             """);
         File.WriteAllText(Path.Combine(app, "Program.cs"), """
             using UVm;
+            using UVm.Areas;
             using UVm.Faults;
             using UVm.Frames;
             using UVm.Io;
@@ -122,6 +123,25 @@ public sealed class NuGetPackage
             if (!ok)
             {
                 Console.WriteLine($"UNEXPECTED: copied {r.Bytes}, {r.Error}, {r.Fault}");
+                return 1;
+            }
+            // Faults that get resolved: demand paging of a lazy area, then a copy-on-write fork.
+            using var areas = new AddressSpace(new VmSpaceOptions { Size = 1UL << 30 });
+            ulong va = areas.Map(1 << 20, new AreaBackend.Alloc(Populate: false), new VmMapOptions { Flags = PageFlags.RW });
+            areas.Space.Activate();
+            var aw = areas.Space.Writer(va, 8192);
+            CopyResult wr = aw.WriteFallible(Enumerable.Repeat((byte)0x33, 8192).ToArray());
+            using AddressSpace child = areas.Fork();
+            child.Space.Activate();
+            var cw = child.Space.Writer(va, 1);
+            CopyResult cwr = cw.WriteFallible(new byte[] { 0x44 });
+            areas.Space.Activate();
+            var ar = areas.Space.Reader(va, 1);
+            var first = new byte[1];
+            ar.ReadFallible(first);
+            if (!wr.IsOk || wr.Bytes != 8192 || areas.Stats.DemandZeroFaults < 1 || !cwr.IsOk || child.Stats.CopyOnWriteCopies != 1 || first[0] != 0x33)
+            {
+                Console.WriteLine($"UNEXPECTED: demand paging {wr}, faults {areas.Stats.DemandZeroFaults}; copy-on-write {cwr}, copies {child.Stats.CopyOnWriteCopies}; parent byte 0x{first[0]:x2}");
                 return 1;
             }
             Console.WriteLine($"UVm package works: copied {r.Bytes} of {buffer.Length} bytes, fault at 0x{r.Fault!.Value.Address:x} ({r.Fault.Value.Access}, {r.Fault.Value.Kind})");
