@@ -6,6 +6,7 @@ using UVm.Faults;
 using UVm.Frames;
 using UVm.Io;
 using UVm.Spaces;
+using UVm.Tests.Ecosystem;
 using static UVm.Tests.Reliability.Harness;
 
 namespace UVm.Tests.Reliability;
@@ -395,13 +396,8 @@ public sealed class LivingWithCoreClr
         string uvmDll = typeof(VmSpace).Assembly.Location;
         string native = Path.Combine(Path.GetDirectoryName(uvmDll)!, "libuvm.so");
         Assert.That(File.Exists(native), Is.True, $"libuvm.so beside {uvmDll}");
-        string dir = Path.Combine(Path.GetTempPath(), $"uvm-child-{Environment.ProcessId}-{Guid.NewGuid():N}");
-        Directory.CreateDirectory(dir);
-        AppDomain.CurrentDomain.ProcessExit += (_, _) =>
-        {
-            try { Directory.Delete(dir, recursive: true); }
-            catch (IOException) { }
-        };
+        string dir = Tools.NewTempDir("uvm-child");
+        AppDomain.CurrentDomain.ProcessExit += (_, _) => Tools.DeleteQuietly(dir);
         File.WriteAllText(Path.Combine(dir, "Child.csproj"), $"""
             <Project Sdk="Microsoft.NET.Sdk">
               <PropertyGroup>
@@ -419,55 +415,27 @@ public sealed class LivingWithCoreClr
             </Project>
             """);
         File.WriteAllText(Path.Combine(dir, "Program.cs"), ChildProgram);
-        var build = Run("dotnet", "build -c Release -nologo -v q --disable-build-servers -p:UseSharedCompilation=false", dir, TimeSpan.FromSeconds(180));
-        Assert.That(build.ExitCode, Is.Zero, $"building the child failed:\n{build.Stdout}\n{build.Stderr}");
+        Tools.DotnetOk(["build", "-c", "Release", "-nologo", "-v", "q", "--disable-build-servers", "-p:UseSharedCompilation=false"], dir, TimeSpan.FromSeconds(180));
         return dir;
     }
 
-    private static (int ExitCode, string Stderr) RunChild(string mode)
+    /// <summary>Runs the child in <paramref name="mode"/>; returns its exit code and its output (stdout and stderr).</summary>
+    private static (int ExitCode, string Output) RunChild(string mode)
     {
-        var run = Run("dotnet", Path.Combine("bin", "Release", "net10.0", "Child.dll") + " " + mode, s_child.Value, TimeSpan.FromSeconds(60));
-        TestContext.Out.WriteLine($"child ({mode}) exit code {run.ExitCode}; stderr starts:\n{string.Join("\n", run.Stderr.Split('\n').Take(8))}");
-        Assert.That(run.Stderr, Does.Contain("uvm-child: fallible read -> PageFault"), "UVm's handler did not recover the child's fault");
-        Assert.That(run.Stderr, Does.Contain("uvm-child: NullReferenceException caught"));
-        Assert.That(run.Stderr, Does.Not.Contain("unreachable"));
-        return (run.ExitCode, run.Stderr);
-    }
-
-    private static (int ExitCode, string Stdout, string Stderr) Run(string file, string args, string dir, TimeSpan timeout)
-    {
-        var psi = new ProcessStartInfo(file, args)
-        {
-            WorkingDirectory = dir,
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-            UseShellExecute = false,
-        };
-        // The test host runs under MSBuild/VSTest variables that must not leak into a nested build.
-        foreach (string key in psi.Environment.Keys.ToList())
-            if (key.StartsWith("MSBuild", StringComparison.OrdinalIgnoreCase) || key.StartsWith("VSTEST", StringComparison.OrdinalIgnoreCase)
-                || key.Equals("DOTNET_HOST_PATH", StringComparison.OrdinalIgnoreCase))
-                psi.Environment.Remove(key);
-        psi.Environment["DOTNET_CLI_TELEMETRY_OPTOUT"] = "1";
-        psi.Environment["DOTNET_NOLOGO"] = "1";
-        psi.Environment["DOTNET_DbgEnableMiniDump"] = "0";
-        using Process p = Process.Start(psi)!;
-        Task<string> stdout = p.StandardOutput.ReadToEndAsync();
-        Task<string> stderr = p.StandardError.ReadToEndAsync();
-        if (!p.WaitForExit(timeout))
-        {
-            p.Kill(entireProcessTree: true);
-            Assert.Fail($"'{file} {args}' did not finish within {timeout.TotalSeconds} s");
-        }
-        p.WaitForExit();
-        return (p.ExitCode, stdout.Result, stderr.Result);
+        (int exit, string output) = Tools.Run(Tools.Dotnet, [Path.Combine("bin", "Release", "net10.0", "Child.dll"), mode], s_child.Value,
+            TimeSpan.FromSeconds(60), new Dictionary<string, string> { ["DOTNET_DbgEnableMiniDump"] = "0" });
+        TestContext.Out.WriteLine($"child ({mode}) exit code {exit}; output starts:\n{string.Join("\n", output.Split('\n').Take(8))}");
+        Assert.That(output, Does.Contain("uvm-child: fallible read -> PageFault"), "UVm's handler did not recover the child's fault");
+        Assert.That(output, Does.Contain("uvm-child: NullReferenceException caught"));
+        Assert.That(output, Does.Not.Contain("unreachable"));
+        return (exit, output);
     }
 
     [Test, Category("Slow"), CancelAfter(240_000)]
     public void A_stack_overflow_in_a_process_using_UVm_is_still_reported_by_the_runtime()
     {
-        (int exit, string stderr) = RunChild("overflow");
-        Assert.That(stderr, Does.Contain("Stack overflow"), "the runtime no longer reports the stack overflow");
+        (int exit, string output) = RunChild("overflow");
+        Assert.That(output, Does.Contain("Stack overflow"), "the runtime no longer reports the stack overflow");
         Assert.That(exit, Is.EqualTo(128 + 6), "the child should die of SIGABRT, as the runtime makes it after a stack overflow");
         Figures.Add("CoreCLR: child processes that overflowed their stack (reported, SIGABRT)", 1);
     }
