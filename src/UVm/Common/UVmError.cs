@@ -21,6 +21,12 @@ public enum UVmError
     HostNoMemory,
     /// <summary>The space's budget of host mappings (see <c>vm.max_map_count</c>) would be exceeded.</summary>
     HostMappingLimit,
+    /// <summary>
+    /// The host refused the operation for a reason of its own other than memory: a file that
+    /// does not allow the rights asked for (read-only, or on a <c>noexec</c> mount), a descriptor
+    /// limit, a file that cannot grow. The message carries the host's <c>errno</c>.
+    /// </summary>
+    HostRefused,
 }
 
 /// <summary>An expected UVm failure, carrying its <see cref="UVmError"/> code.</summary>

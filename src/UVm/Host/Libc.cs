@@ -16,32 +16,67 @@ internal static unsafe partial class Libc
     internal const uint MFD_CLOEXEC = 0x1;
     internal const int FALLOC_FL_KEEP_SIZE = 0x1, FALLOC_FL_PUNCH_HOLE = 0x2;
     internal const int MADV_DONTNEED = 4, MADV_REMOVE = 9, MADV_POPULATE_READ = 22, MADV_POPULATE_WRITE = 23;
-    internal const int ENOMEM = 12, EINVAL = 22, EBADF = 9, EEXIST = 17;
+    internal const int EPERM = 1, EBADF = 9, ENOMEM = 12, EACCES = 13, EEXIST = 17, ENODEV = 19, EINVAL = 22, ENFILE = 23, EMFILE = 24, ETXTBSY = 26, EFBIG = 27, ENOSPC = 28, EOVERFLOW = 75;
     internal static readonly nint MAP_FAILED = -1;
 
     [LibraryImport(Lib, EntryPoint = "mmap", SetLastError = true)]
-    internal static partial nint Mmap(nint addr, nuint length, int prot, int flags, int fd, long offset);
+    private static partial nint SysMmap(nint addr, nuint length, int prot, int flags, int fd, long offset);
 
     [LibraryImport(Lib, EntryPoint = "munmap", SetLastError = true)]
-    internal static partial int Munmap(nint addr, nuint length);
+    private static partial int SysMunmap(nint addr, nuint length);
 
     [LibraryImport(Lib, EntryPoint = "mprotect", SetLastError = true)]
-    internal static partial int Mprotect(nint addr, nuint length, int prot);
+    private static partial int SysMprotect(nint addr, nuint length, int prot);
 
     [LibraryImport(Lib, EntryPoint = "madvise", SetLastError = true)]
-    internal static partial int Madvise(nint addr, nuint length, int advice);
+    private static partial int SysMadvise(nint addr, nuint length, int advice);
 
     [LibraryImport(Lib, EntryPoint = "memfd_create", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
-    internal static partial int MemfdCreate(string name, uint flags);
+    private static partial int SysMemfdCreate(string name, uint flags);
 
     [LibraryImport(Lib, EntryPoint = "ftruncate", SetLastError = true)]
-    internal static partial int Ftruncate(int fd, long length);
+    private static partial int SysFtruncate(int fd, long length);
 
     [LibraryImport(Lib, EntryPoint = "fallocate", SetLastError = true)]
-    internal static partial int Fallocate(int fd, int mode, long offset, long length);
+    private static partial int SysFallocate(int fd, int mode, long offset, long length);
 
     [LibraryImport(Lib, EntryPoint = "pwritev", SetLastError = true)]
-    internal static partial nint Pwritev(int fd, IoVec* iov, int iovcnt, long offset);
+    private static partial nint SysPwritev(int fd, IoVec* iov, int iovcnt, long offset);
+
+    // The calls below are the ones UVm makes; each goes through the refusal seam
+    // (HostRefusal) first, so tests can make any call site fail exactly as the host would.
+
+    internal static nint Mmap(nint addr, nuint length, int prot, int flags, int fd, long offset) =>
+        HostRefusal.Refuses(HostCallSite.Mmap) ? MAP_FAILED : SysMmap(addr, length, prot, flags, fd, offset);
+
+    internal static int Munmap(nint addr, nuint length) =>
+        HostRefusal.Refuses(HostCallSite.Munmap) ? -1 : SysMunmap(addr, length);
+
+    internal static int Mprotect(nint addr, nuint length, int prot) =>
+        HostRefusal.Refuses(HostCallSite.Mprotect) ? -1 : SysMprotect(addr, length, prot);
+
+    internal static int Madvise(nint addr, nuint length, int advice) =>
+        HostRefusal.Refuses(HostCallSite.Madvise) ? -1 : SysMadvise(addr, length, advice);
+
+    internal static int MemfdCreate(string name, uint flags) =>
+        HostRefusal.Refuses(HostCallSite.MemfdCreate) ? -1 : SysMemfdCreate(name, flags);
+
+    internal static int Ftruncate(int fd, long length) =>
+        HostRefusal.Refuses(HostCallSite.Ftruncate) ? -1 : SysFtruncate(fd, length);
+
+    internal static int Fallocate(int fd, int mode, long offset, long length) =>
+        HostRefusal.Refuses(HostCallSite.Fallocate) ? -1 : SysFallocate(fd, mode, offset, length);
+
+    internal static nint Pwritev(int fd, IoVec* iov, int iovcnt, long offset) =>
+        HostRefusal.Refuses(HostCallSite.Pwritev) ? -1 : SysPwritev(fd, iov, iovcnt, offset);
+
+    internal static int Dup(int fd) =>
+        HostRefusal.Refuses(HostCallSite.Dup) ? -1 : SysDup(fd);
+
+    internal const int F_GETFL = 3, O_ACCMODE = 3, O_RDONLY = 0, O_WRONLY = 1, O_RDWR = 2;
+
+    [LibraryImport(Lib, EntryPoint = "fcntl", SetLastError = true)]
+    internal static partial int Fcntl(int fd, int cmd);
 
     /// <summary><c>struct iovec</c>.</summary>
     [StructLayout(LayoutKind.Sequential)]
@@ -55,7 +90,7 @@ internal static unsafe partial class Libc
     internal const int IOV_MAX = 1024;
 
     [LibraryImport(Lib, EntryPoint = "dup", SetLastError = true)]
-    internal static partial int Dup(int fd);
+    private static partial int SysDup(int fd);
 
     [LibraryImport(Lib, EntryPoint = "close", SetLastError = true)]
     internal static partial int Close(int fd);
@@ -76,7 +111,9 @@ internal static unsafe partial class Libc
 
 /// <summary>
 /// The checked layer over <see cref="Libc"/>: turns failures into <see cref="UVmException"/>
-/// (host <c>ENOMEM</c>) or <see cref="InvalidOperationException"/> (anything else, a UVm bug),
+/// (host <c>ENOMEM</c>: <see cref="UVmError.HostNoMemory"/>; a refusal that is the host's to make,
+/// such as <c>EACCES</c> for a read-only file mapped writable: <see cref="UVmError.HostRefused"/>)
+/// or <see cref="InvalidOperationException"/> (anything else, a UVm bug),
 /// in one place, off the hot path.
 /// </summary>
 internal static class HostCall
@@ -98,6 +135,8 @@ internal static class HostCall
         int errno = Marshal.GetLastPInvokeError();
         if (errno == Libc.ENOMEM)
             throw new UVmException(UVmError.HostNoMemory, $"{what} failed: the host is out of memory or mappings (errno {errno})");
+        if (errno is Libc.EACCES or Libc.EPERM or Libc.ETXTBSY or Libc.ENODEV or Libc.EFBIG or Libc.EOVERFLOW or Libc.ENOSPC or Libc.EMFILE or Libc.ENFILE)
+            throw new UVmException(UVmError.HostRefused, $"{what} failed: {Marshal.GetPInvokeErrorMessage(errno)} (errno {errno})");
         throw new InvalidOperationException($"{what} failed: {Marshal.GetPInvokeErrorMessage(errno)} (errno {errno})");
     }
 

@@ -84,7 +84,7 @@ public sealed class TlbFlusher
     /// </summary>
     internal void Discard()
     {
-        System.Diagnostics.Debug.Assert(_release.Count == 0);
+        System.Diagnostics.Debug.Assert(_release.Count == 0 && Journal == null);
         PublishOpCounts();
         _ops.Clear();
     }
@@ -100,28 +100,109 @@ public sealed class TlbFlusher
     /// Applies every pending operation to the host in order, then releases the frames that
     /// were waiting for it.
     /// </summary>
-    /// <exception cref="UVmException"><see cref="UVmError.HostNoMemory"/> when the host refuses; the
-    /// operations not yet applied stay pending and no frame is released.</exception>
+    /// <remarks>
+    /// All or nothing for the page table. When the host refuses an operation, the flusher of a
+    /// cursor undoes every page-table change the cursor made since its previous dispatch (the
+    /// mappings it made drop their frames, the frames it replaced or unmapped are mapped again)
+    /// and puts the host ranges it had already changed back as they were; a flusher
+    /// without a cursor (a fault's refill, a fork) keeps the table and puts the ranges it had not
+    /// yet applied back to <c>PROT_NONE</c>. Either way the host never grants more than the
+    /// table, nor maps a frame the table does not; a later access faults and is refilled from
+    /// the table.
+    /// </remarks>
+    /// <exception cref="UVmException"><see cref="UVmError.HostNoMemory"/> or <see cref="UVmError.HostRefused"/>
+    /// when the host refuses; nothing is pending afterwards.</exception>
     public void DispatchTlbFlush()
     {
         PublishOpCounts();
-        if (_ops.Count == 0 && _release.Count == 0) return;
+        if (_ops.Count == 0 && _release.Count == 0)
+        {
+            Journal?.Commit();
+            return;
+        }
         int done = 0;
         try
         {
             for (; done < _ops.Count; done++) Apply(_ops[done]);
         }
-        finally
+        catch (Exception refusal) when (refusal is UVmException or InvalidOperationException)
         {
-            _ops.RemoveRange(0, done);
-            _budget.Applied(done);
+            RecoverFrom(done);
+            throw;
         }
+        _budget.Applied(done);
+        _ops.Clear();
+        Journal?.Commit();
         if (done > 0) _stats.CountDispatch();
-        if (_release.Count > 0)
+        ReleasePending();
+    }
+
+    /// <summary>
+    /// The undo journal of the cursor that owns this flusher, if any: committed after every
+    /// dispatch, undone when the host refuses one.
+    /// </summary>
+    internal IFlushJournal? Journal { get; set; }
+
+    /// <summary>After the host refused operation <paramref name="failed"/>: make the host no more permissive than the table, then forget the batch.</summary>
+    private void RecoverFrom(int failed)
+    {
+        // With a journal the table goes back to before the batch: the ranges the batch changed on
+        // the host (the failed one perhaps half) are reset, then refilled from the restored table.
+        // Without one the table stays: the ranges not yet applied are reset (refilled by faults).
+        int from = Journal != null ? 0 : failed, to = Journal != null ? failed + 1 : _ops.Count;
+        List<TlbFlushOp> reset = _ops.GetRange(from, to - from);
+        _ops.Clear();
+        bool consistent = true;
+        foreach (TlbFlushOp op in reset) consistent &= TryReset(op);
+        int applied = to;
+        if (consistent && Journal != null)
         {
-            _pool.ReleaseMany(System.Runtime.InteropServices.CollectionsMarshal.AsSpan(_release));
+            // The replaced and unmapped frames are back in the table: their releases are void.
             _release.Clear();
+            List<TlbFlushOp> refill = Journal.Undo(reset);
+            foreach (TlbFlushOp op in refill)
+            {
+                applied++;
+                try
+                {
+                    Apply(op);
+                }
+                catch (Exception e) when (e is UVmException or InvalidOperationException)
+                {
+                    consistent &= TryReset(op); // refused again: left to be refilled by a fault
+                    applied++;
+                }
+            }
         }
+        _budget.Applied(applied);
+        if (!consistent)
+        {
+            // Some range may still map a frame the table is giving up: keep every frame (a leak,
+            // never a frame reachable from two places) and say the space is broken.
+            _release.Clear();
+            Journal?.Commit();
+            throw new InvalidOperationException("the host refused to reset a range it had refused to update; the space's host mappings may be inconsistent");
+        }
+        ReleasePending();
+    }
+
+    /// <summary>Puts the host range of <paramref name="op"/> back to the reserved state; false when the host refused that too.</summary>
+    private bool TryReset(in TlbFlushOp op)
+    {
+        nint addr = _arena.Base + (nint)op.Va;
+        _stats.CountMmap();
+        nint r = Libc.Mmap(addr, (nuint)op.Length, Libc.PROT_NONE, Libc.MAP_PRIVATE | Libc.MAP_ANONYMOUS | Libc.MAP_FIXED | Libc.MAP_NORESERVE, -1, 0);
+        if (r != Libc.MAP_FAILED) return true;
+        // At least take every right away (mprotect never needs memory for a range it does not split).
+        Libc.Mprotect(addr, (nuint)op.Length, Libc.PROT_NONE);
+        return false;
+    }
+
+    private void ReleasePending()
+    {
+        if (_release.Count == 0) return;
+        _pool.ReleaseMany(System.Runtime.InteropServices.CollectionsMarshal.AsSpan(_release));
+        _release.Clear();
     }
 
     private void Apply(in TlbFlushOp op)
@@ -145,4 +226,21 @@ public sealed class TlbFlusher
                 break;
         }
     }
+}
+
+/// <summary>
+/// The page-table side of a flusher's batch: the changes its cursor made since the previous
+/// dispatch, kept so a refused dispatch leaves the table as it was.
+/// </summary>
+internal interface IFlushJournal
+{
+    /// <summary>The batch reached the host: forget it.</summary>
+    void Commit();
+
+    /// <summary>
+    /// The host refused the batch: undo its page-table changes, drop the frames they mapped, and
+    /// return the host updates that map again what the restored table has in <paramref name="reset"/>
+    /// (ranges the flusher put back to the reserved state).
+    /// </summary>
+    List<TlbFlushOp> Undo(List<TlbFlushOp> reset);
 }
