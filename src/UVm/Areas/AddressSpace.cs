@@ -173,21 +173,33 @@ public sealed class AddressSpace : IDisposable
         {
             SplitAtLocked(range.Start);
             SplitAtLocked(range.End);
-            foreach (VmArea area in AreasInLocked(range))
+            List<VmArea> areas = AreasInLocked(range);
+            if (areas.Count == 0) return;
+            try
             {
-                _areas[area.Range.Start] = area with { Flags = flags };
-                bool privatePages = area.Backend is AreaBackend.Alloc;
-                using CursorMut c = Space.CursorMut(area.Range);
-                while (c.VirtAddr < area.Range.End &&
-                       c.ProtectNext(area.Range.End - c.VirtAddr, (ref PageFlags f, ref CachePolicy _) =>
-                       {
-                           // Private pages regain W on their next write fault, which checks for sharing.
-                           PageFlags keep = f & (PageFlags.Accessed | PageFlags.Dirty | PageFlags.Avail1 | PageFlags.Avail2);
-                           PageFlags rights = privatePages && (f & PageFlags.W) == 0 ? flags & ~PageFlags.W : flags;
-                           f = keep | (rights & PageFlags.RWX);
-                       }) is not null)
+                // One cursor, so one batch: the host refusing any of it undoes all of it.
+                using CursorMut c = Space.CursorMut(new VaddrRange(areas[0].Range.Start, areas[^1].Range.End));
+                foreach (VmArea area in areas)
                 {
+                    _areas[area.Range.Start] = area with { Flags = flags };
+                    bool privatePages = area.Backend is AreaBackend.Alloc;
+                    c.Jump(area.Range.Start);
+                    while (c.VirtAddr < area.Range.End &&
+                           c.ProtectNext(area.Range.End - c.VirtAddr, (ref PageFlags f, ref CachePolicy _) =>
+                           {
+                               // Private pages regain W on their next write fault, which checks for sharing.
+                               PageFlags keep = f & (PageFlags.Accessed | PageFlags.Dirty | PageFlags.Avail1 | PageFlags.Avail2);
+                               PageFlags rights = privatePages && (f & PageFlags.W) == 0 ? flags & ~PageFlags.W : flags;
+                               f = keep | (rights & PageFlags.RWX);
+                           }) is not null)
+                    {
+                    }
                 }
+            }
+            catch
+            {
+                foreach (VmArea area in areas) _areas[area.Range.Start] = area; // the table was left as it was
+                throw;
             }
         }
         finally
@@ -245,7 +257,7 @@ public sealed class AddressSpace : IDisposable
     public void Prefault(VaddrRange range, PageFaultAccess access)
     {
         CheckRange(range);
-        PageFlags need = access switch { PageFaultAccess.Write => PageFlags.W, PageFaultAccess.Execute => PageFlags.X, _ => PageFlags.R };
+        PageFlags need = FaultRights.Needed(access);
         ulong va = range.Start;
         int attempts = 0;
         while (va < range.End)
@@ -258,11 +270,15 @@ public sealed class AddressSpace : IDisposable
                 attempts = 0;
                 continue;
             }
-            if (++attempts > FallibleIo.MaxRetriesPerAddress || !Space.HandlePageFault(va, access))
+            if (++attempts > FallibleIo.MaxRetriesWithoutProgress || !Space.HandlePageFault(va, access))
                 throw new UVmException(UVmError.PageFault, $"page 0x{va:x} cannot be resolved for {access}");
         }
         int advice = access == PageFaultAccess.Write ? Host.Libc.MADV_POPULATE_WRITE : Host.Libc.MADV_POPULATE_READ;
-        Host.Libc.Madvise(Space.HostBase + (nint)range.Start, (nuint)range.Length, advice);
+        // Under a cursor over the range, taken on a live space: the advice lands in this space's
+        // arena, never in whatever the host puts at its addresses after a racing Dispose. Best
+        // effort: a page another thread unmapped meanwhile simply is not populated.
+        using (Space.Cursor(range))
+            Host.Libc.Madvise(Space.HostBase + (nint)range.Start, (nuint)range.Length, advice);
     }
 
     /// <summary>Disposes the space: every frame is released. A second call does nothing.</summary>
@@ -299,7 +315,7 @@ public sealed class AddressSpace : IDisposable
                 Interlocked.Increment(ref Stats._refused);
                 return false;
             }
-            PageFlags need = info.Access switch { PageFaultAccess.Write => PageFlags.W, PageFaultAccess.Execute => PageFlags.X, _ => PageFlags.R };
+            PageFlags need = FaultRights.Needed(info.Access);
             if ((area!.Flags & need) == 0)
             {
                 Interlocked.Increment(ref Stats._refused);
@@ -327,12 +343,17 @@ public sealed class AddressSpace : IDisposable
             c.Dispose();
             return CopyOnWrite(area, page);
         }
-        catch (UVmException e) when (e.Error is UVmError.NoMemory or UVmError.HostMappingLimit)
+        catch (UVmException e) when (e.Error is UVmError.NoMemory or UVmError.HostMappingLimit or UVmError.HostNoMemory or UVmError.HostRefused)
         {
-            // Out of frames or of host mappings: the access fails like any unresolved fault, so
-            // a fallible copy returns its exact byte count with PageFault instead of throwing
-            // mid-copy. Nothing was mapped for the faulting page (a refused map drops its frame).
+            // Out of frames or of host mappings, or the host refused: the access fails like any
+            // unresolved fault, so a fallible copy returns its exact byte count with PageFault
+            // instead of throwing mid-copy. Nothing was mapped for the faulting page (a refused
+            // map drops its frame; a refused dispatch undoes the cursor's batch).
             return false;
+        }
+        catch (ObjectDisposedException) when (Space.IsDisposed)
+        {
+            return false; // disposed while resolving: the access fails as a fault
         }
         finally
         {
@@ -384,7 +405,7 @@ public sealed class AddressSpace : IDisposable
                     try
                     {
                         // The last reference gets write access, no copy; else a frame for the copy.
-                        copies.Add((va, old, Space.Pool.ReferenceCount(old) == 1 ? NoCopy : _reservations.AllocFor(va)));
+                        copies.Add((va, old, Space.Pool.ReferenceCountOf(old) == 1 ? NoCopy : _reservations.AllocFor(va)));
                     }
                     catch (UVmException e) when ((e.Error is UVmError.NoMemory or UVmError.HostMappingLimit) && va != page)
                     {

@@ -26,6 +26,28 @@ internal sealed class PageTable
     /// <summary>Managed bytes the nodes occupy (entries, child references, object headers).</summary>
     internal long FootprintBytes => Volatile.Read(ref _footprint);
 
+    /// <summary>
+    /// The leaf entry mapping <paramref name="va"/> (0 when none), read without taking any lock:
+    /// for a thread that must not wait (it may hold the locks itself), to say what the table
+    /// says. Racing changes may or may not be seen; the walk never fails (nodes are managed
+    /// objects, and a child that went away reads as absent).
+    /// </summary>
+    internal ulong PeekLeaf(ulong va)
+    {
+        if (va >= Size) return 0;
+        PtNode node = Root;
+        for (int level = Paging.NrLevels; ; level--)
+        {
+            int idx = Paging.Index(va, level);
+            ulong pte = Volatile.Read(ref node.Ptes[idx]);
+            if (!Pte.IsPresent(pte)) return 0;
+            if (Pte.IsLast(pte, level)) return pte;
+            PtNode? child = Volatile.Read(ref node.Children![idx]);
+            if (child == null) return 0;
+            node = child;
+        }
+    }
+
     internal PtNode NewNode(int level)
     {
         Interlocked.Increment(ref _nodes);

@@ -12,6 +12,47 @@ internal readonly record struct PtSlot(ulong Va, ulong Entry, int Level)
     internal bool IsMapped => Pte.IsPresent(Entry);
 }
 
+/// <summary>What a journaled change did to a leaf entry (see <see cref="PtCursor.StartJournal"/>).</summary>
+internal enum PtChangeKind : byte
+{
+    /// <summary>A page or huge page mapped over whatever was there.</summary>
+    Map,
+    /// <summary>A leaf removed.</summary>
+    Unmap,
+    /// <summary>A leaf's rights changed, its address kept.</summary>
+    Protect,
+}
+
+/// <summary>
+/// A run of <see cref="Count"/> leaf changes of one kind at one level, adjacent in address, whose
+/// old and new entries each continue the first one's (the same bits, the address one slot further
+/// on; or all absent). One record for a whole contiguous map, so the journal stays small.
+/// </summary>
+internal struct PtChange
+{
+    internal ulong Va, Old, New;
+    internal uint Count;
+    internal byte Level;
+    internal PtChangeKind Kind;
+
+    /// <summary>The old and new entries of change <paramref name="i"/> of the run.</summary>
+    internal readonly (ulong Va, ulong Old, ulong New) At(uint i)
+    {
+        ulong step = i * Paging.PageSizeAt(Level);
+        return (Va + step, Old == 0 ? 0 : Old + step, New == 0 ? 0 : New + step);
+    }
+
+    /// <summary>Whether a change of <paramref name="kind"/> at <paramref name="va"/> continues the run.</summary>
+    internal readonly bool Extends(ulong va, int level, ulong old, ulong @new, PtChangeKind kind)
+    {
+        if (kind != Kind || level != Level || Count == uint.MaxValue) return false;
+        ulong step = Count * Paging.PageSizeAt(level);
+        return va == Va + step && Continues(Old, old, step) && Continues(New, @new, step);
+    }
+
+    private static bool Continues(ulong first, ulong next, ulong step) => first == 0 ? next == 0 : next == first + step;
+}
+
 /// <summary>
 /// A cursor over a range of a <see cref="PageTable"/>, holding the locks of the lock protocol.
 /// </summary>
@@ -39,44 +80,47 @@ internal sealed class PtCursor
 {
     private readonly PageTable _pt;
     private readonly PtNode?[] _guards = new PtNode?[Paging.NrLevels];
-    private readonly bool _mutable;
     private int _level;
     private int _guardLevel;
     private ulong _va;
     private bool _released;
+    private List<PtChange>? _journal; // leaf changes since the last commit, when journaling
 
     internal PtCursor(PageTable pt, ulong start, ulong end, bool mutable)
     {
         System.Diagnostics.Debug.Assert(start < end && end <= pt.Size && Paging.IsAligned(start) && Paging.IsAligned(end));
         _pt = pt;
-        _mutable = mutable;
         BarrierStart = start;
         BarrierEnd = end;
         _va = start;
         _level = _guardLevel = Paging.NrLevels;
         pt.Root.Lock();
         _guards[Paging.NrLevels - 1] = pt.Root;
-
-        while (_level > 1 && Paging.Index(start, _level) == Paging.Index(end - 1, _level))
+        try
         {
-            ulong pte = CurPte;
-            if (!Pte.IsPresent(pte))
+            while (_level > 1 && Paging.Index(start, _level) == Paging.Index(end - 1, _level))
             {
-                if (!mutable) break;
-                LevelDownCreate();
+                ulong pte = CurPte;
+                // Read-only cursors create missing nodes too: stopping above an absent entry would
+                // keep a node locked that covers far more than the range (the root, for a cursor
+                // over an empty region), and every other cursor and fault would wait for it.
+                if (!Pte.IsPresent(pte)) LevelDownCreate();
+                else if (Pte.IsLast(pte, _level)) break;
+                else LevelDown();
+                // Hand over hand: the child is locked, now let go of the parent.
+                _guards[_level]!.Unlock();
+                _guards[_level] = null;
+                _guardLevel--;
             }
-            else if (Pte.IsLast(pte, _level))
-            {
-                break;
-            }
-            else
-            {
-                LevelDown();
-            }
-            // Hand over hand: the child is locked, now let go of the parent.
-            _guards[_level]!.Unlock();
-            _guards[_level] = null;
-            _guardLevel--;
+        }
+        catch
+        {
+            // A node on the way is this thread's own (PtNode.Lock threw): let go of the one held.
+            PtNode held = _guards[_level - 1]!;
+            _guards[_level - 1] = null;
+            held.Unlock();
+            _released = true;
+            throw;
         }
     }
 
@@ -105,8 +149,26 @@ internal sealed class PtCursor
                 continue;
             }
             ulong size = Paging.PageSizeAt(_level);
+            if (!Pte.IsPresent(pte) && CurNode.ValidCount == 0 && _level < Paging.NrLevels)
+            {
+                // An empty node (one a cursor built on its way down): the hole is all of it.
+                ulong span = Paging.PageSizeAt(_level + 1);
+                return new PtSlot(Paging.AlignDown(_va, span), 0, _level + 1);
+            }
             return new PtSlot(Paging.AlignDown(_va, size), Pte.IsPresent(pte) ? pte : 0, _level);
         }
+    }
+
+    /// <summary>Moves to <paramref name="va"/> (in the barrier and aligned), or, at or past its end, exhausts the cursor.</summary>
+    internal void JumpOrExhaust(ulong va)
+    {
+        if (va < BarrierEnd)
+        {
+            Jump(va);
+            return;
+        }
+        while (_level < _guardLevel) LevelUp();
+        _va = va;
     }
 
     /// <summary>Moves to the start of the next slot at the current level, climbing out of finished nodes.</summary>
@@ -181,6 +243,7 @@ internal sealed class PtCursor
         int idx = CurIdx;
         ulong old = node.Ptes[idx];
         node.SetLeaf(idx, pte);
+        Record(_va, 1, old, pte, PtChangeKind.Map);
         MoveForward();
         return old;
     }
@@ -209,6 +272,7 @@ internal sealed class PtCursor
         ulong old = node.Ptes[idx];
         ulong pte = Pte.Leaf(paddr, prop, _level) | Pte.Untracked;
         node.SetLeaf(idx, pte);
+        Record(_va, _level, old, pte, PtChangeKind.Map);
         var slot = new PtSlot(_va, pte, _level);
         MoveForward();
         return (slot, Pte.IsPresent(old) ? old : 0);
@@ -244,6 +308,7 @@ internal sealed class PtCursor
             }
             PtNode node = CurNode;
             node.Clear(CurIdx);
+            Record(_va, _level, pte, 0, PtChangeKind.Unmap);
             var slot = new PtSlot(_va, pte, _level);
             MoveForward();
             return slot;
@@ -279,11 +344,97 @@ internal sealed class PtCursor
             }
             ulong updated = Pte.WithProp(pte, op(Pte.ToProp(pte)));
             CurNode.Ptes[CurIdx] = updated;
+            Record(_va, _level, pte, updated, PtChangeKind.Protect);
             var slot = new PtSlot(_va, updated, _level);
             MoveForward();
             return slot;
         }
         return null;
+    }
+
+    /// <summary>
+    /// From now on every leaf change is recorded, so that the changes made since the last
+    /// <see cref="CommitJournal"/> can be undone (<see cref="UndoJournal"/>) when the host refuses
+    /// to mirror them. Structural changes (nodes created, split or reclaimed) are not recorded:
+    /// they do not change what is mapped.
+    /// </summary>
+    internal void StartJournal() => _journal = new List<PtChange>();
+
+    /// <summary>Forgets the recorded changes: they are final (their host updates were applied).</summary>
+    internal void CommitJournal() => _journal?.Clear();
+
+    /// <summary>
+    /// Undoes every change recorded since the last commit, newest first, so that each leaf is
+    /// again what it was; calls <paramref name="undone"/> with each change's kind, old and new
+    /// entry. The cursor's position is unspecified afterwards.
+    /// </summary>
+    internal void UndoJournal(Action<PtChangeKind, ulong, ulong> undone)
+    {
+        if (_journal == null) return;
+        for (int r = _journal.Count - 1; r >= 0; r--)
+        {
+            PtChange change = _journal[r];
+            for (uint i = change.Count; i-- > 0;)
+            {
+                (ulong va, ulong old, ulong @new) = change.At(i);
+                RestoreLeaf(va, change.Level, old);
+                undone(change.Kind, old, @new);
+            }
+        }
+        _journal.Clear();
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private void Record(ulong va, int level, ulong old, ulong @new, PtChangeKind kind)
+    {
+        List<PtChange>? journal = _journal;
+        if (journal == null) return;
+        old = Pte.IsPresent(old) ? old : 0;
+        int n = journal.Count;
+        if (n > 0)
+        {
+            ref PtChange last = ref System.Runtime.InteropServices.CollectionsMarshal.AsSpan(journal)[n - 1];
+            if (last.Extends(va, level, old, @new, kind))
+            {
+                last.Count++;
+                return;
+            }
+        }
+        journal.Add(new PtChange { Va = va, Level = (byte)level, Old = old, New = @new, Count = 1, Kind = kind });
+    }
+
+    /// <summary>
+    /// Puts <paramref name="pte"/> (0: nothing) back as the leaf of <paramref name="level"/> at
+    /// <paramref name="va"/>, creating the nodes on the way that were reclaimed since, and
+    /// dropping a table that stands where the leaf was (it holds only pieces of a split huge
+    /// entry, undone before this one: changes are undone newest first).
+    /// </summary>
+    private void RestoreLeaf(ulong va, int level, ulong pte)
+    {
+        Jump(va);
+        while (_level > level)
+        {
+            ulong cur = CurPte;
+            if (!Pte.IsPresent(cur))
+            {
+                if (!Pte.IsPresent(pte)) return; // absent above: absent here already
+                LevelDownCreate();
+            }
+            else if (!Pte.IsLast(cur, _level)) LevelDown();
+            else LevelDownSplit();
+        }
+        PtNode node = CurNode;
+        int idx = CurIdx;
+        ulong here = node.Ptes[idx];
+        if (Pte.IsPresent(here) && !Pte.IsLast(here, _level))
+        {
+            PtNode child = node.Children![idx]!;
+            System.Diagnostics.Debug.Assert(child.Level == 1, "only 2 MiB entries are huge");
+            node.Clear(idx);
+            _pt.NodeDropped(child.Level);
+        }
+        if (Pte.IsPresent(pte)) node.SetLeaf(idx, pte);
+        else node.Clear(idx);
     }
 
     /// <summary>Releases every lock the cursor holds, reclaiming nodes it leaves empty. Idempotent.</summary>
@@ -293,7 +444,7 @@ internal sealed class PtCursor
         _released = true;
         while (_level < _guardLevel) LevelUp();
         PtNode guard = _guards[_guardLevel - 1]!;
-        bool reclaim = _mutable && _guardLevel < Paging.NrLevels && guard.ValidCount == 0;
+        bool reclaim = _guardLevel < Paging.NrLevels && guard.ValidCount == 0;
         _guards[_guardLevel - 1] = null;
         guard.Unlock();
         // Each removal may leave the parent empty in turn: climb while that happens.
@@ -358,7 +509,7 @@ internal sealed class PtCursor
     {
         PtNode node = _guards[_level - 1]!;
         _guards[_level - 1] = null;
-        bool drop = _mutable && node.ValidCount == 0;
+        bool drop = node.ValidCount == 0;
         if (drop)
         {
             _guards[_level]!.Clear(Paging.Index(_va, _level + 1));

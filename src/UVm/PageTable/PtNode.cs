@@ -19,6 +19,7 @@ internal sealed class PtNode
 
     private int _locked;
     private int _waiters;
+    private int _owner; // managed id of the thread that took the lock, 0 when free
 
     internal PtNode(int level)
     {
@@ -32,18 +33,37 @@ internal sealed class PtNode
 
     internal bool IsLockedForDebug => Volatile.Read(ref _locked) != 0;
 
+    /// <summary>Threads sleeping for the lock now (for tests that must know a cursor really waits).</summary>
+    internal int WaitersForDebug => Volatile.Read(ref _waiters);
+
+    /// <summary>Takes the lock, waiting for its holder.</summary>
+    /// <exception cref="InvalidOperationException">The calling thread took it (through a cursor it
+    /// holds): waiting would wait on itself forever. Nothing is taken.</exception>
     internal void Lock()
     {
-        if (Interlocked.CompareExchange(ref _locked, 1, 0) == 0) return;
+        if (Interlocked.CompareExchange(ref _locked, 1, 0) == 0)
+        {
+            _owner = Environment.CurrentManagedThreadId;
+            return;
+        }
         LockSlow();
     }
 
     private void LockSlow()
     {
+        // The owner is written after the lock is taken and cleared before it is let go, so a
+        // thread that reads its own id here holds the lock now.
+        if (Volatile.Read(ref _owner) == Environment.CurrentManagedThreadId)
+            throw new InvalidOperationException(
+                "the calling thread holds a cursor of this space whose part of the page table this one needs: it would wait on itself forever (dispose that cursor first)");
         for (int spin = 0; spin < 64; spin++)
         {
             Thread.SpinWait(8);
-            if (Volatile.Read(ref _locked) == 0 && Interlocked.CompareExchange(ref _locked, 1, 0) == 0) return;
+            if (Volatile.Read(ref _locked) == 0 && Interlocked.CompareExchange(ref _locked, 1, 0) == 0)
+            {
+                _owner = Environment.CurrentManagedThreadId;
+                return;
+            }
         }
         lock (this)
         {
@@ -51,6 +71,7 @@ internal sealed class PtNode
             while (Interlocked.CompareExchange(ref _locked, 1, 0) != 0) Monitor.Wait(this);
             Interlocked.Decrement(ref _waiters);
         }
+        _owner = Environment.CurrentManagedThreadId;
     }
 
     /// <summary>
@@ -60,17 +81,22 @@ internal sealed class PtNode
     /// </summary>
     internal bool TryLock()
     {
-        if (Interlocked.CompareExchange(ref _locked, 1, 0) == 0) return true;
-        for (int spin = 0; spin < 64; spin++)
+        for (int spin = 0; spin <= 64; spin++)
         {
+            if (Volatile.Read(ref _locked) == 0 && Interlocked.CompareExchange(ref _locked, 1, 0) == 0)
+            {
+                _owner = Environment.CurrentManagedThreadId;
+                return true;
+            }
+            if (Volatile.Read(ref _owner) == Environment.CurrentManagedThreadId) return false; // ours: it will not come free
             Thread.SpinWait(8);
-            if (Volatile.Read(ref _locked) == 0 && Interlocked.CompareExchange(ref _locked, 1, 0) == 0) return true;
         }
         return false;
     }
 
     internal void Unlock()
     {
+        Volatile.Write(ref _owner, 0);
         Interlocked.Exchange(ref _locked, 0);
         if (Volatile.Read(ref _waiters) != 0)
         {

@@ -26,7 +26,15 @@ public class Cursor : IDisposable, IEnumerable<(VaddrRange Range, VmQueriedItem?
         _space = space;
         _pt = pt;
         _creator = t_held ??= new HeldCount();
+        lock (_creator) _creator.Spaces.Add(space);
         Interlocked.Increment(ref _creator.Value);
+    }
+
+    /// <summary>Whether the calling thread created a cursor of <paramref name="space"/> that is not yet disposed.</summary>
+    internal static bool HeldByCurrentThreadOn(VmSpace space)
+    {
+        if (t_held is not { } h || Volatile.Read(ref h.Value) == 0) return false;
+        lock (h) return h.Spaces.Contains(space);
     }
 
     /// <summary>
@@ -97,7 +105,7 @@ public class Cursor : IDisposable, IEnumerable<(VaddrRange Range, VmQueriedItem?
         while (_pt.Va < _pt.BarrierEnd)
         {
             var result = Query();
-            _pt.MoveForward();
+            _pt.JumpOrExhaust(result.Range.End); // past the slot, or the whole hole
             yield return result;
         }
     }
@@ -108,6 +116,7 @@ public class Cursor : IDisposable, IEnumerable<(VaddrRange Range, VmQueriedItem?
     private sealed class HeldCount
     {
         internal int Value;
+        internal readonly List<VmSpace> Spaces = new(); // one entry per live cursor, under lock(this)
     }
 
     /// <summary>The raw slot at the current address (no frame handle is created); the cursor must be inside its range.</summary>
@@ -125,6 +134,7 @@ public class Cursor : IDisposable, IEnumerable<(VaddrRange Range, VmQueriedItem?
         finally
         {
             _pt.Release();
+            lock (_creator) _creator.Spaces.Remove(_space);
             Interlocked.Decrement(ref _creator.Value);
         }
     }

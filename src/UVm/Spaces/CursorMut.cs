@@ -14,11 +14,52 @@ public delegate void ProtectOp(ref PageFlags flags, ref CachePolicy cache);
 /// updates on its <see cref="Flusher"/>. Disposing it dispatches what is still pending, then
 /// releases its part of the page table.
 /// </summary>
-public sealed class CursorMut : Cursor
+/// <remarks>
+/// A batch is all or nothing for the page table: when the host refuses a dispatch (an explicit
+/// one, the one <see cref="Unmap(ulong)"/> makes, or the one on <see cref="Cursor.Dispose"/>),
+/// every change the cursor made since its previous dispatch is undone and the dispatch throws
+/// <see cref="UVmException"/> (<see cref="UVmError.HostNoMemory"/> or <see cref="UVmError.HostRefused"/>).
+/// </remarks>
+public sealed class CursorMut : Cursor, IFlushJournal
 {
     private readonly TlbFlusher _flusher;
 
-    internal CursorMut(VmSpace space, PtCursor pt, TlbFlusher flusher) : base(space, pt) => _flusher = flusher;
+    internal CursorMut(VmSpace space, PtCursor pt, TlbFlusher flusher) : base(space, pt)
+    {
+        _flusher = flusher;
+        pt.StartJournal();
+        flusher.Journal = this;
+    }
+
+    void IFlushJournal.Commit() => _pt.CommitJournal();
+
+    List<TlbFlushOp> IFlushJournal.Undo(List<TlbFlushOp> reset)
+    {
+        _pt.UndoJournal((kind, _, mapped) =>
+        {
+            // A mapping made in the batch held a reference of its own: it goes with the mapping.
+            if (kind == PtChangeKind.Map && Pte.IsPresent(mapped) && !Pte.IsUntracked(mapped)) _space.Pool.Release(Pte.Paddr(mapped));
+        });
+        // What the restored table maps in the ranges the host reset, to map there again.
+        var refill = new List<TlbFlushOp>();
+        foreach (TlbFlushOp range in reset)
+        {
+            ulong end = range.Va + range.Length;
+            _pt.Jump(range.Va);
+            while (_pt.Va < end && _pt.FindNext(end - _pt.Va) is not null)
+            {
+                PtSlot slot = _pt.Query();
+                ulong from = Math.Max(slot.Va, range.Va), to = Math.Min(slot.Va + slot.Size, end);
+                ulong paddr = Pte.Paddr(slot.Entry) + (from - slot.Va);
+                int prot = Pte.HostProt(slot.Entry);
+                if (!Pte.IsUntracked(slot.Entry)) refill.Add(TlbFlushOp.ForMap(from, to - from, _space.Pool.Fd, paddr, prot));
+                else if (_space.FindIoMemByPaddr(paddr) is { } io) refill.Add(TlbFlushOp.ForMap(from, to - from, io.Io.Fd, io.Io.FileOffset + io.Offset, prot));
+                if (to >= end) break;
+                _pt.MoveForward();
+            }
+        }
+        return refill;
+    }
 
     /// <summary>The cursor's flusher: what it changed in the page table but not yet on the host.</summary>
     public TlbFlusher Flusher
@@ -85,8 +126,10 @@ public sealed class CursorMut : Cursor
     /// moves past it. The space keeps the region until the space is disposed. Not dispatched.
     /// An offset at or past the region's end maps nothing.
     /// </summary>
-    /// <exception cref="ArgumentException"><paramref name="len"/> or <paramref name="offset"/> is not page aligned.</exception>
+    /// <exception cref="ArgumentException"><paramref name="len"/> or <paramref name="offset"/> is not page aligned; or the
+    /// region's file is not open for the rights asked (write-only, or read-only mapped with W).</exception>
     /// <exception cref="ArgumentOutOfRangeException">The mapping does not fit in the rest of the cursor's range.</exception>
+    /// <exception cref="ObjectDisposedException">The cursor or the region was disposed.</exception>
     public void MapIoMem(IoMem ioMem, PageProperty prop, ulong len, ulong offset)
     {
         ThrowIfDisposed();
@@ -94,6 +137,9 @@ public sealed class CursorMut : Cursor
         if (!Paging.IsAligned(len)) ThrowHelper.Argument("the length must be page aligned", nameof(len));
         if (!Paging.IsAligned(offset)) ThrowHelper.Argument("the offset must be page aligned", nameof(offset));
         if (!ioMem.IsOpen) ThrowHelper.Disposed(nameof(IoMem));
+        // What the host would refuse for the file's open mode is refused here, before the table changes.
+        if (!ioMem.IsReadable || ((prop.Flags & PageFlags.W) != 0 && !ioMem.IsWritable))
+            ThrowHelper.Argument($"the file of {ioMem} is open {(ioMem.IsReadable ? "read-only" : "write-only")}: it cannot be mapped {prop.Flags & PageFlags.RWX}", nameof(ioMem));
         if (offset >= ioMem.Size) return;
         ulong length = Math.Min(len, ioMem.Size - offset);
         CheckSpan(length);
