@@ -156,7 +156,7 @@ public static class VmSpaceDump
         PageFlags rights = prop.Flags & PageFlags.RWX;
         if (Pte.IsUntracked(slot.Entry)) return new MappingRun(range, rights, prop.Cache, MappingBacking.IoMem, paddr, 0);
         // The mapping's own reference keeps the frame alive while the cursor holds the table.
-        return new MappingRun(range, rights, prop.Cache, MappingBacking.Frames, paddr, space.Pool.ReferenceCount(paddr));
+        return new MappingRun(range, rights, prop.Cache, MappingBacking.Frames, paddr, space.Pool.ReferenceCountOf(paddr));
     }
 
     private static MappingRun Hole(ulong start, ulong end) =>

@@ -40,12 +40,8 @@ internal sealed class ArenaGate
     /// access's store is visible to this scan, or the access sees the door closed.
     /// The calling thread's own accesses are skipped: it may dispose the space from a page-fault
     /// handler that runs inside one of them, which then gives up as soon as the handler returns.
-    /// <para>A single load does not enter: it loads, then checks the door, and throws the value away
-    /// if the door is closed. That is enough for a load that leaves no trace: x86-64 keeps loads in
-    /// order, and the host can hand the range to another mapping only after the door closed and
-    /// after the <c>munmap</c> has shot down every CPU's TLB, so a load that saw the new mapping is
-    /// followed by a check that sees the door closed. Stores, compare-exchanges and copies (which
-    /// write what they read into the caller's buffer) do enter.</para>
+    /// <para>Every access enters, single loads too: a load from a host range that was handed to
+    /// another mapping can have effects there (a file or userfaultfd mapping fills a page on it).</para>
     /// </remarks>
     internal void WaitForAccessesToLeave()
     {
@@ -79,6 +75,14 @@ internal sealed class AccessThread
     private readonly Thread _owner = Thread.CurrentThread;
     private long _spaceId;   // the space an access of this thread is inside, 0 when none
     private long _bytes;
+    private readonly long[] _resolving = new long[MaxNestedResolutions]; // spaces this thread is resolving a fault of, outermost first
+    private int _resolvingDepth;
+
+    /// <summary>
+    /// How deep resolutions may nest on one thread: a handler of one space may touch another
+    /// space's memory, whose handler may touch a third's, and so on; never the same space twice.
+    /// </summary>
+    internal const int MaxNestedResolutions = 8;
 
     private AccessThread() { }
 
@@ -100,6 +104,25 @@ internal sealed class AccessThread
     /// <summary>Ends the access <see cref="Enter"/> began.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal void Leave(long outer) => Volatile.Write(ref _spaceId, outer);
+
+    /// <summary>
+    /// Marks this thread as resolving a fault of space <paramref name="spaceId"/>; false (nothing
+    /// marked) when it already is, or when resolutions nest <see cref="MaxNestedResolutions"/>
+    /// deep: resolution is not re-entrant for one thread and space.
+    /// </summary>
+    internal bool EnterResolution(long spaceId)
+    {
+        int depth = _resolvingDepth;
+        if (depth == _resolving.Length) return false;
+        for (int i = 0; i < depth; i++)
+            if (_resolving[i] == spaceId) return false;
+        _resolving[depth] = spaceId;
+        _resolvingDepth = depth + 1;
+        return true;
+    }
+
+    /// <summary>Ends the resolution <see cref="EnterResolution"/> began.</summary>
+    internal void LeaveResolution() => _resolving[--_resolvingDepth] = 0;
 
     /// <summary>Counts <paramref name="bytes"/> moved by this thread.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

@@ -123,6 +123,7 @@ public sealed unsafe partial class FramePool : IDisposable
 
     /// <summary>Allocates one frame. The handle holds its only reference.</summary>
     /// <exception cref="UVmException"><see cref="UVmError.NoMemory"/> when the pool is exhausted; nothing is allocated.</exception>
+    /// <exception cref="ObjectDisposedException">The pool was disposed.</exception>
     public UFrame AllocFrame(FrameAllocOptions? options = null)
     {
         ulong frame = AllocRun(1);
@@ -134,10 +135,14 @@ public sealed unsafe partial class FramePool : IDisposable
     /// one reference to each.
     /// </summary>
     /// <exception cref="ArgumentOutOfRangeException"><paramref name="frameCount"/> is zero.</exception>
-    /// <exception cref="UVmException"><see cref="UVmError.NoMemory"/> when no such run is free; nothing is allocated.</exception>
+    /// <exception cref="UVmException"><see cref="UVmError.NoMemory"/> when no such run is free (always, for more
+    /// than <see cref="TotalFrames"/>); nothing is allocated.</exception>
+    /// <exception cref="ObjectDisposedException">The pool was disposed.</exception>
     public USegment AllocSegment(ulong frameCount, FrameAllocOptions? options = null)
     {
         if (frameCount == 0) ThrowHelper.OutOfRange("a segment holds at least one frame", nameof(frameCount));
+        if (frameCount > TotalFrames)
+            ThrowHelper.UVm(UVmError.NoMemory, $"the frame pool holds {TotalFrames} frames in all, fewer than {frameCount}");
         ulong first = AllocRun(frameCount);
         return new USegment(this, first << Paging.PageShift, frameCount);
     }
@@ -149,7 +154,22 @@ public sealed unsafe partial class FramePool : IDisposable
     }
 
     /// <summary>The reference count of the frame at <paramref name="paddr"/> (0 when free).</summary>
-    public int ReferenceCount(ulong paddr) => Volatile.Read(ref RefSlot(paddr));
+    /// <param name="paddr">Any address inside the frame: <c>[0, Capacity)</c>.</param>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="paddr"/> is not below <see cref="Capacity"/>.</exception>
+    /// <exception cref="ObjectDisposedException">The pool was disposed.</exception>
+    public int ReferenceCount(ulong paddr)
+    {
+        if (paddr >= Capacity) ThrowHelper.OutOfRange($"0x{paddr:x} is not inside the pool [0, 0x{Capacity:x})", nameof(paddr));
+        // Under the lock Dispose takes: the metadata cannot be unmapped while it is read.
+        lock (_lock)
+        {
+            if (_disposed != 0) ThrowHelper.Disposed(nameof(FramePool));
+            return ReferenceCountOf(paddr);
+        }
+    }
+
+    /// <summary><see cref="ReferenceCount"/> for callers that hold a reference to the frame (so the pool is alive): no checks, no lock.</summary>
+    internal int ReferenceCountOf(ulong paddr) => Volatile.Read(ref RefSlot(paddr));
 
     internal bool Owns(ulong paddr) => paddr < Capacity;
 
@@ -252,9 +272,10 @@ public sealed unsafe partial class FramePool : IDisposable
 
     private ulong AllocRun(ulong count)
     {
-        if (Volatile.Read(ref _disposed) != 0) ThrowHelper.Disposed(nameof(FramePool));
+        System.Diagnostics.Debug.Assert(count >= 1 && count <= TotalFrames);
         lock (_lock)
         {
+            if (_disposed != 0) ThrowHelper.Disposed(nameof(FramePool));
             if (!TryFindLocked(count, out ulong first))
             {
                 PunchDirtyLocked();

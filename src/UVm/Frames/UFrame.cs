@@ -7,7 +7,9 @@ namespace UVm.Frames;
 /// The handle holds one reference; <see cref="Dispose"/> drops it and <see cref="Clone"/>
 /// takes another. When the last reference (handle or mapping) goes, the frame is freed.
 /// </summary>
-/// <remarks>Not finalizable: a handle that is never disposed keeps its frame allocated.</remarks>
+/// <remarks>A handle dropped without <see cref="Dispose"/> drops its reference when the garbage
+/// collector finalizes it, so a forgotten handle (say, the frame of a query's result) delays the
+/// frame's release, never leaks it. Dispose handles to give frames back promptly.</remarks>
 public sealed class UFrame : IDisposable
 {
     private int _disposed;
@@ -28,6 +30,7 @@ public sealed class UFrame : IDisposable
     public ulong Size => Paging.PageSize;
 
     /// <summary>References held on the frame right now (handles plus page-table mappings).</summary>
+    /// <exception cref="ObjectDisposedException">The pool was disposed (the handle was disposed before it, or the count would be meaningless).</exception>
     public int ReferenceCount => Pool.ReferenceCount(Paddr);
 
     /// <summary>Takes another reference, returned as a new handle.</summary>
@@ -58,6 +61,15 @@ public sealed class UFrame : IDisposable
     /// <summary>Drops this handle's reference. A second call does nothing.</summary>
     public void Dispose()
     {
+        if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
+        GC.SuppressFinalize(this);
+        Pool.Release(Paddr);
+    }
+
+    /// <summary>A handle dropped without <see cref="Dispose"/>: its reference goes now.</summary>
+    ~UFrame()
+    {
+        // The reference keeps the frame in use, so the pool cannot have been disposed.
         if (Interlocked.Exchange(ref _disposed, 1) == 0) Pool.Release(Paddr);
     }
 

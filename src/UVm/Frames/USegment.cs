@@ -6,7 +6,8 @@ namespace UVm.Frames;
 /// A handle to a run of frames contiguous in <c>Paddr</c>. It holds one reference to each
 /// frame; <see cref="Dispose"/> drops them all.
 /// </summary>
-/// <remarks>Not finalizable: a handle that is never disposed keeps its frames allocated.</remarks>
+/// <remarks>A handle dropped without <see cref="Dispose"/> drops its references when the garbage
+/// collector finalizes it (see <see cref="UFrame"/>).</remarks>
 public sealed class USegment : IDisposable
 {
     private int _disposed;
@@ -60,9 +61,26 @@ public sealed class USegment : IDisposable
     public void Dispose()
     {
         if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
-        ulong[] paddrs = new ulong[FrameCount];
-        for (ulong i = 0; i < FrameCount; i++) paddrs[i] = Paddr + i * Paging.PageSize;
-        Pool.ReleaseMany(paddrs);
+        GC.SuppressFinalize(this);
+        ReleaseAll();
+    }
+
+    /// <summary>A handle dropped without <see cref="Dispose"/>: its references go now.</summary>
+    ~USegment()
+    {
+        if (Interlocked.Exchange(ref _disposed, 1) == 0) ReleaseAll();
+    }
+
+    private void ReleaseAll()
+    {
+        // In batches: a segment may hold billions of frames.
+        Span<ulong> batch = stackalloc ulong[512];
+        for (ulong first = 0; first < FrameCount; first += (ulong)batch.Length)
+        {
+            int n = (int)Math.Min((ulong)batch.Length, FrameCount - first);
+            for (int i = 0; i < n; i++) batch[i] = Paddr + (first + (ulong)i) * Paging.PageSize;
+            Pool.ReleaseMany(batch[..n]);
+        }
     }
 
     internal void ThrowIfDisposed()

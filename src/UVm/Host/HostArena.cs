@@ -11,6 +11,9 @@ internal sealed class HostArena : IDisposable
 
     internal HostArena(ulong size, ulong guard)
     {
+        // Checked by VmSpace; an arena that wrapped would reserve less than the guest can address.
+        if (size == 0 || size > Paging.MaxUserSpace || guard > Paging.MaxUserSpace)
+            throw new ArgumentOutOfRangeException(nameof(size), "an arena and its guard are each at most 128 TiB");
         Size = size;
         Guard = guard;
         nint addr = Libc.Mmap(0, (nuint)(size + guard), Libc.PROT_NONE,

@@ -11,14 +11,16 @@ namespace UVm.Io;
 /// Nothing here allocates.
 /// </summary>
 /// <remarks>
-/// A resolution that claims success but leaves the access failing is retried at most
-/// <see cref="MaxRetriesPerAddress"/> times at the same address, then reported as a fault.
+/// A resolution that claims success but leaves the access failing is believed at most
+/// <see cref="MaxRetriesWithoutProgress"/> times in a row for one access (wherever it faults:
+/// a handler that maps one page by unmapping another cannot make an access spin), then the
+/// access is reported as a fault. Every byte a copy moves starts the count again.
 /// </remarks>
 [SkipLocalsInit] // the hot paths' NativeFault and value locals are written before they are read
 public static unsafe class FallibleIo
 {
-    /// <summary>Consecutive resolutions tried for one faulting address before giving up.</summary>
-    public const int MaxRetriesPerAddress = 4;
+    /// <summary>Resolutions believed for one access in a row without it moving a byte further, before it fails as a fault.</summary>
+    public const int MaxRetriesWithoutProgress = 4;
 
     /// <summary>The guest address of the reader's next byte.</summary>
     public static ulong GuestAddress(this ref VmReader<Fallible> reader) => (ulong)(reader.Cursor - reader._guest.Resolver.HostBase);
@@ -122,17 +124,20 @@ public static unsafe class FallibleIo
         GuestAccess guest = reader._guest;
         T value;
         NativeFault f;
-        // A load need not enter the gate: it checks the gate after loading, and a value loaded from
-        // a space disposed meanwhile is thrown away (see ArenaGate). It saves two stores a read.
-        // SAFETY: the primitive touches only the sizeof(T) guest bytes at the cursor (inside the
-        // reader's checked range, in the arena or, after a racing Dispose, whatever the host put
-        // there: only read, and then discarded) and recovers from any fault there; value and f are
-        // locals it writes.
-        if (NativeFaults.Load(reader._cursor, &value, &f) != 0 || guest.Gate.IsClosed)
+        // A load enters the gate like every access: even a load can have effects on whatever the
+        // host put at a disposed space's addresses (a file or userfaultfd mapping fills a page).
+        long outer = guest.Thread.Enter(guest.Gate.Id);
+        // SAFETY: the gate is open, so the sizeof(T) guest bytes at the cursor (inside the reader's
+        // checked range) are in the arena until we leave it; the primitive recovers from any fault
+        // there; value and f are locals it writes.
+        if (guest.Gate.IsClosed || NativeFaults.Load(reader._cursor, &value, &f) != 0)
         {
             var op = new LoadOp<T>(reader._cursor, &value);
-            long outer = guest.Thread.Enter(guest.Gate.Id);
             if (!AccessAfterFault(ref op, guest, outer, &f, out PageFaultInfo info)) return new IoResult<T>(default, UVmError.PageFault, info);
+        }
+        else
+        {
+            guest.Thread.Leave(outer);
         }
         reader.Advance((ulong)sizeof(T));
         return new IoResult<T>(value, null, null);
@@ -391,10 +396,9 @@ public static unsafe class FallibleIo
         }
     }
 
-    /// <summary>Bounds how often one address is "resolved" without the access then succeeding.</summary>
+    /// <summary>Bounds how often one access is "resolved" without then moving a byte further.</summary>
     private struct RetryState
     {
-        private ulong _addr;
         private ulong _progress;
         private int _count;
         private PageFaultInfo _last; // what the resolver said about the previous fault
@@ -402,12 +406,12 @@ public static unsafe class FallibleIo
         [MethodImpl(MethodImplOptions.NoInlining)]
         internal bool Resolve(IFaultResolver resolver, in NativeFault fault, ulong progress, out PageFaultInfo info)
         {
-            if (_count > 0 && fault.Addr == _addr && progress == _progress)
+            if (_count > 0 && progress == _progress)
             {
-                if (_count >= MaxRetriesPerAddress)
+                if (_count >= MaxRetriesWithoutProgress)
                 {
-                    // The same fault again after "resolved": report it as the resolver last
-                    // classified it (not a guess), and let it count the fault as unresolved.
+                    // Faults again and again after "resolved", at whatever addresses: report the
+                    // last as the resolver classified it (not a guess), and count it as unresolved.
                     info = _last;
                     resolver.GiveUp(info);
                     return false;
@@ -417,7 +421,6 @@ public static unsafe class FallibleIo
             {
                 _count = 0;
             }
-            _addr = fault.Addr;
             _progress = progress;
             _count++;
             bool resolved = resolver.Resolve(fault, out info);

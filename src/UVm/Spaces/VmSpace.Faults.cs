@@ -100,9 +100,11 @@ public sealed partial class VmSpace : IFaultResolver
     /// Resolves a fault at <paramref name="va"/> as if the hardware had raised it: re-installs the
     /// host mapping when the page table already allows <paramref name="access"/>, else calls the
     /// registered handler. Returns whether the access can now succeed. A thread holding a live
-    /// cursor never resolves (it would wait on its own locks): the call returns false.
+    /// cursor never resolves (it would wait on its own locks), nor does a thread already
+    /// resolving a fault of this space (a handler whose own access faults): the call returns false.
     /// </summary>
     /// <exception cref="ObjectDisposedException">The space was disposed.</exception>
+    /// <exception cref="Exception">Whatever the registered handler throws (see <see cref="PageFaultHandler"/>).</exception>
     public bool HandlePageFault(ulong va, PageFaultAccess access)
     {
         ThrowIfDisposed();
@@ -110,97 +112,94 @@ public sealed partial class VmSpace : IFaultResolver
         return HandlePageFault(ref info);
     }
 
+    /// <summary>
+    /// The one resolution path: a fault of a fallible access and <see cref="HandlePageFault(ulong, PageFaultAccess)"/>
+    /// both come here. Classifies the fault in <paramref name="info"/> as the page table sees it.
+    /// </summary>
     private bool HandlePageFault(ref PageFaultInfo info)
     {
-        if (Spaces.Cursor.HeldByCurrentThread > 0 || IsDisposed || info.Address >= Size || info.Kind == PageFaultKind.BusError)
+        if (info.Address >= Size)
         {
-            if (info.Address >= Size) info = info with { Kind = PageFaultKind.OutOfRange };
-            Interlocked.Increment(ref _unresolvedFaults);
-            return false;
+            info = info with { Kind = PageFaultKind.OutOfRange };
+            return Unresolved();
         }
-        if (TryFillFromPageTable(ref info))
+        if (info.Kind == PageFaultKind.BusError || IsDisposed) return Unresolved();
+        if (Spaces.Cursor.HeldByCurrentThread > 0)
         {
-            Interlocked.Increment(ref _spuriousFaults);
-            return true;
+            // Taking a cursor could wait on this thread's own: say what the table says without locks.
+            info = info with { Kind = Classify(_pt.PeekLeaf(info.Address), info.Access) };
+            return Unresolved();
         }
-        PageFaultHandler? handler = Volatile.Read(ref _pageFaultHandler);
-        if (handler != null)
+        AccessThread thread = AccessThread.Current;
+        if (!thread.EnterResolution(Id))
         {
+            // A fault taken while this thread resolves one of this space (the handler touched the
+            // faulting page, or any page): resolving again would recurse without end.
+            info = info with { Kind = Classify(_pt.PeekLeaf(info.Address), info.Access) };
+            return Unresolved();
+        }
+        try
+        {
+            if (TryFillFromPageTable(ref info))
+            {
+                Interlocked.Increment(ref _spuriousFaults);
+                return true;
+            }
+            PageFaultHandler? handler = Volatile.Read(ref _pageFaultHandler);
+            if (handler == null) return Unresolved();
             // One handler call at a time per 2 MiB region: a second thread faulting on the same
-            // page waits, then finds it resolved and only refreshes the host.
-            lock (_faultStripes[(int)((info.Address >> 21) % FaultStripes)])
+            // page waits, then finds it resolved and only refreshes the host. The wait gives up
+            // when the space is disposed (a handler may dispose it while others wait here).
+            object stripe = _faultStripes[(int)((info.Address >> 21) % FaultStripes)];
+            if (!EnterStripe(stripe)) return Unresolved();
+            try
             {
                 if (TryFillFromPageTable(ref info))
                 {
                     Interlocked.Increment(ref _spuriousFaults);
                     return true;
                 }
+                bool resolved;
+                try
+                {
+                    resolved = handler(this, info);
+                }
+                catch (ObjectDisposedException) when (IsDisposed)
+                {
+                    resolved = false; // the space went away under the handler: the access fails, exactly
+                }
+                catch
+                {
+                    Interlocked.Increment(ref _unresolvedFaults);
+                    throw;
+                }
                 // A handler may dispose the space; the access must then not touch the arena again.
-                if (handler(this, info) && !IsDisposed)
+                if (resolved && !IsDisposed)
                 {
                     Interlocked.Increment(ref _handledFaults);
                     return true;
                 }
+                return Unresolved();
             }
-        }
-        Interlocked.Increment(ref _unresolvedFaults);
-        return false;
-    }
-
-    /// <summary>
-    /// If the entry at the faulting page allows the access, (re)installs its host mapping and
-    /// returns true (a stale "TLB": lazy mirroring, widened rights not yet dispatched). Otherwise
-    /// records in <paramref name="info"/> whether the page is absent or protected.
-    /// </summary>
-    private bool TryFillFromPageTable(ref PageFaultInfo info)
-    {
-        ulong page = Paging.AlignDown(info.Address, Paging.PageSize);
-        var cursor = new PtCursor(_pt, page, page + Paging.PageSize, mutable: false);
-        var flusher = NewFlusher();
-        try
-        {
-            PtSlot slot = cursor.Query();
-            if (!slot.IsMapped)
+            finally
             {
-                info = info with { Kind = PageFaultKind.NotPresent };
-                return false;
+                Monitor.Exit(stripe);
             }
-            PageProperty prop = Pte.ToProp(slot.Entry);
-            PageFlags need = info.Access switch { PageFaultAccess.Write => PageFlags.W, PageFaultAccess.Execute => PageFlags.X, _ => PageFlags.R };
-            if ((prop.Flags & need) == 0)
-            {
-                info = info with { Kind = PageFaultKind.Protection };
-                return false;
-            }
-            try
-            {
-                flusher.EnsureRoomForOneMore();
-            }
-            catch (UVmException e) when (e.Error == UVmError.HostMappingLimit)
-            {
-                return false; // no room on the host: the fault stays unresolved
-            }
-            ulong paddr = Pte.Paddr(slot.Entry) + (page - slot.Va);
-            int prot = Pte.HostProt(slot.Entry);
-            if (!Pte.IsUntracked(slot.Entry))
-            {
-                flusher.IssueTlbFlush(TlbFlushOp.ForMap(page, Paging.PageSize, Pool.Fd, paddr, prot));
-            }
-            else if (FindIoMemByPaddr(paddr) is { } io)
-            {
-                flusher.IssueTlbFlush(TlbFlushOp.ForMap(page, Paging.PageSize, io.Io.Fd, io.Io.FileOffset + io.Offset, prot));
-            }
-            else
-            {
-                return false;
-            }
-            flusher.DispatchTlbFlush();
-            return true;
         }
         finally
         {
-            cursor.Release();
+            thread.LeaveResolution();
         }
+    }
+
+    /// <summary>Takes a fault stripe, waiting while the space lives; false (not taken) once it is disposed.</summary>
+    private bool EnterStripe(object stripe)
+    {
+        while (!Monitor.TryEnter(stripe, 1))
+            if (IsDisposed) return false;
+        if (!IsDisposed) return true;
+        Monitor.Exit(stripe);
+        return false;
     }
 
     private static object[] CreateStripes()
@@ -208,5 +207,66 @@ public sealed partial class VmSpace : IFaultResolver
         var stripes = new object[FaultStripes];
         for (int i = 0; i < stripes.Length; i++) stripes[i] = new object();
         return stripes;
+    }
+
+    private bool Unresolved()
+    {
+        Interlocked.Increment(ref _unresolvedFaults);
+        return false;
+    }
+
+    /// <summary>What the page table says about an access to a page whose leaf entry is <paramref name="leaf"/> (0: none).</summary>
+    private static PageFaultKind Classify(ulong leaf, PageFaultAccess access) =>
+        !Pte.IsPresent(leaf) ? PageFaultKind.NotPresent
+        : (Pte.ToProp(leaf).Flags & FaultRights.Needed(access)) == 0 ? PageFaultKind.Protection
+        : PageFaultKind.NotPresent; // allowed by the table, not yet on the host
+
+    /// <summary>
+    /// If the entry at the faulting page allows the access, (re)installs its host mapping and
+    /// returns true (a stale "TLB": lazy mirroring, widened rights not yet dispatched). Otherwise
+    /// records in <paramref name="info"/> whether the page is absent or protected. A space
+    /// disposed meanwhile, a host-mapping budget spent or a host that refuses leave the fault
+    /// unresolved.
+    /// </summary>
+    private bool TryFillFromPageTable(ref PageFaultInfo info)
+    {
+        ulong page = Paging.AlignDown(info.Address, Paging.PageSize);
+        PtCursor cursor;
+        try
+        {
+            cursor = LockTable(page, page + Paging.PageSize, mutable: false);
+        }
+        catch (ObjectDisposedException)
+        {
+            return false;
+        }
+        var flusher = NewFlusher();
+        try
+        {
+            PtSlot slot = cursor.Query();
+            info = info with { Kind = Classify(slot.Entry, info.Access) };
+            if (!slot.IsMapped || info.Kind == PageFaultKind.Protection) return false;
+            ulong paddr = Pte.Paddr(slot.Entry) + (page - slot.Va);
+            int prot = Pte.HostProt(slot.Entry);
+            TlbFlushOp op;
+            if (!Pte.IsUntracked(slot.Entry)) op = TlbFlushOp.ForMap(page, Paging.PageSize, Pool.Fd, paddr, prot);
+            else if (FindIoMemByPaddr(paddr) is { } io) op = TlbFlushOp.ForMap(page, Paging.PageSize, io.Io.Fd, io.Io.FileOffset + io.Offset, prot);
+            else return false;
+            try
+            {
+                flusher.EnsureRoomForOneMore();
+                flusher.IssueTlbFlush(op);
+                flusher.DispatchTlbFlush();
+            }
+            catch (UVmException e) when (e.Error is UVmError.HostMappingLimit or UVmError.HostNoMemory or UVmError.HostRefused)
+            {
+                return false; // no room on the host, or the host refused: the fault stays unresolved
+            }
+            return true;
+        }
+        finally
+        {
+            cursor.Release();
+        }
     }
 }

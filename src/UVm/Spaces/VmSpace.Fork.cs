@@ -25,7 +25,16 @@ public sealed partial class VmSpace
         ThrowIfDisposed();
         var child = new VmSpace(new VmSpaceOptions { Size = Size, GuardSize = _arena.Guard, Pool = Pool, MaxHostMappings = Budget.Limit });
         child._pageFaultHandler = Volatile.Read(ref _pageFaultHandler);
-        var cursor = new PtCursor(_pt, 0, Size, mutable: true);
+        PtCursor cursor;
+        try
+        {
+            cursor = LockTable(0, Size, mutable: true);
+        }
+        catch
+        {
+            child.Dispose(); // this space went away while the fork waited for its table
+            throw;
+        }
         var visitor = new ForkMirror(this, child);
         bool copied = false;
         try

@@ -5,6 +5,27 @@ using UVm.PageTable;
 
 namespace UVm.Spaces;
 
+// Life of a space, and the one rule that orders everything against Dispose.
+//
+//   Live ──Dispose──▶ Disposing ──(table emptied, arena unmapped)──▶ Disposed
+//
+// Dispose first closes the arena gate (IsDisposed is true from then on: Disposing), waits for
+// the fallible accesses already inside the gate, then takes the whole page table (waiting for
+// every live cursor), empties it, releases it and only then unmaps the arena.
+//
+// The rule: every host call on the arena (a cursor's dispatch, a fault's refill, a fork, a
+// prefault) is made while holding a part of the page table taken through LockTable, which
+// checks the gate AFTER its locks are held. So either the check sees the gate open, and Dispose
+// cannot unmap the arena before those locks are released; or it sees it closed, and the caller
+// gets ObjectDisposedException having touched nothing. Fallible accesses are ordered by the gate
+// itself (ArenaGate). No host call ever lands in an arena that is no longer the space's.
+//
+// Lock order (outermost first): a fault stripe (one per 2 MiB region, held while the page-fault
+// handler runs: the only UVm lock user code runs under, see PageFaultHandler); AddressSpace's
+// area lock; page-table node locks, parent before child (PtCursor; a thread that would wait for
+// a node it holds itself gets InvalidOperationException instead); a space's I/O-memory list; the
+// frame pool's lock; the host-mapping budget's process lock.
+
 /// <summary>
 /// A guest address space: a page table that is the truth about what is mapped where, mirrored
 /// onto a reserved host arena so the host MMU enforces every right for real.
@@ -25,15 +46,16 @@ public sealed partial class VmSpace : IDisposable
     private readonly bool _constructed; // false when the constructor threw: the finalizer has nothing to release
 
     /// <summary>Creates an empty space, reserving its host arena.</summary>
-    /// <exception cref="ArgumentException">The size is zero, not a multiple of 2 MiB or above 128 TiB; or the guard is unaligned.</exception>
+    /// <exception cref="ArgumentException">The size is zero, not a multiple of 2 MiB or above 128 TiB; the guard is unaligned or
+    /// above <see cref="VmSpaceOptions.MaxGuardSize"/>; the host-mapping budget is below 3.</exception>
     /// <exception cref="UVmException"><see cref="UVmError.HostNoMemory"/> when the host refuses the reservation.</exception>
     public VmSpace(VmSpaceOptions? options = null)
     {
         options ??= new VmSpaceOptions();
         if (options.Size == 0 || options.Size % Paging.HugePageSize != 0 || options.Size > Paging.MaxUserSpace)
             ThrowHelper.Argument("the size must be a positive multiple of 2 MiB, at most 128 TiB", nameof(options));
-        if (!Paging.IsAligned(options.GuardSize))
-            ThrowHelper.Argument("the guard size must be page aligned", nameof(options));
+        if (!Paging.IsAligned(options.GuardSize) || options.GuardSize > VmSpaceOptions.MaxGuardSize)
+            ThrowHelper.Argument($"the guard size must be page aligned and at most 0x{VmSpaceOptions.MaxGuardSize:x}", nameof(options));
         if (options.MaxHostMappings is < 3)
             ThrowHelper.Argument("the host-mapping budget must allow at least 3 mappings", nameof(options));
         Pool = options.Pool ?? FramePool.Default;
@@ -93,11 +115,13 @@ public sealed partial class VmSpace : IDisposable
     /// </summary>
     /// <exception cref="ArgumentException">The range's ends are not page aligned.</exception>
     /// <exception cref="UVmException"><see cref="UVmError.InvalidArgs"/> when the range is empty or passes <see cref="Size"/>.</exception>
-    /// <exception cref="ObjectDisposedException">The space was disposed.</exception>
+    /// <exception cref="ObjectDisposedException">The space was disposed (also when that happens while the cursor waits for others).</exception>
+    /// <exception cref="InvalidOperationException">The calling thread holds a cursor of this space that this one would have to
+    /// wait for (an overlapping range, or one sharing the page-table node this one needs): it would wait on itself forever.</exception>
     public Cursor Cursor(VaddrRange range)
     {
         CheckRange(range);
-        return new Cursor(this, new PtCursor(_pt, range.Start, range.End, mutable: false));
+        return new Cursor(this, LockTable(range.Start, range.End, mutable: false));
     }
 
     /// <summary>
@@ -106,11 +130,29 @@ public sealed partial class VmSpace : IDisposable
     /// </summary>
     /// <exception cref="ArgumentException">The range's ends are not page aligned.</exception>
     /// <exception cref="UVmException"><see cref="UVmError.InvalidArgs"/> when the range is empty or passes <see cref="Size"/>.</exception>
-    /// <exception cref="ObjectDisposedException">The space was disposed.</exception>
+    /// <exception cref="ObjectDisposedException">The space was disposed (also when that happens while the cursor waits for others).</exception>
+    /// <exception cref="InvalidOperationException">As for <see cref="Cursor(VaddrRange)"/>.</exception>
     public CursorMut CursorMut(VaddrRange range)
     {
         CheckRange(range);
-        return new CursorMut(this, new PtCursor(_pt, range.Start, range.End, mutable: true), NewFlusher());
+        return new CursorMut(this, LockTable(range.Start, range.End, mutable: true), NewFlusher());
+    }
+
+    /// <summary>
+    /// Locks the part of the page table covering <c>[start, end)</c> and then checks that the
+    /// space is live (the rule at the top of this file): what the caller does on the host while
+    /// it holds the locks lands in this space's arena.
+    /// </summary>
+    /// <exception cref="ObjectDisposedException">The space is being or was disposed; nothing is held.</exception>
+    internal PtCursor LockTable(ulong start, ulong end, bool mutable)
+    {
+        var pt = new PtCursor(_pt, start, end, mutable);
+        if (IsDisposed)
+        {
+            pt.Release();
+            ThrowHelper.Disposed(nameof(VmSpace));
+        }
+        return pt;
     }
 
     /// <summary>Makes this the space that fallible readers and writers of the calling thread act on.</summary>
@@ -180,8 +222,11 @@ public sealed partial class VmSpace : IDisposable
     /// afterwards, without touching the host range (which the next space may reuse). A second
     /// call does nothing.
     /// </summary>
+    /// <exception cref="InvalidOperationException">The calling thread holds a cursor of this space (the space is left as it was).</exception>
     public void Dispose()
     {
+        if (_constructed && !IsDisposed && Spaces.Cursor.HeldByCurrentThreadOn(this))
+            throw new InvalidOperationException("the calling thread holds a cursor of this space: dispose the cursor first");
         if (!_gate.Close()) return;
         GC.SuppressFinalize(this);
         AccessThread self = AccessThread.Current;

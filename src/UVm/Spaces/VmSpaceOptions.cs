@@ -8,8 +8,11 @@ public sealed record VmSpaceOptions
     /// <summary>Bytes of guest user space, <c>[0, Size)</c>: a positive multiple of 2 MiB, at most 128 TiB. Default 64 GiB.</summary>
     public ulong Size { get; init; } = 64UL << 30;
 
-    /// <summary>Bytes of never-mapped host guard after the arena. Page aligned; default 2 MiB.</summary>
+    /// <summary>Bytes of never-mapped host guard after the arena. Page aligned, at most <see cref="MaxGuardSize"/>; default 2 MiB.</summary>
     public ulong GuardSize { get; init; } = Paging.HugePageSize;
+
+    /// <summary>The largest <see cref="GuardSize"/>: 1 TiB (so the arena and its guard never wrap the address space).</summary>
+    public const ulong MaxGuardSize = 1UL << 40;
 
     /// <summary>
     /// The most host mappings (VMAs) the space's arena may use; operations that could pass it
