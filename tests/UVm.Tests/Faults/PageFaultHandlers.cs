@@ -137,7 +137,7 @@ public sealed class PageFaultHandlers : GuestFixture
         Assert.That(r.Error, Is.EqualTo(UVmError.PageFault));
         Assert.That(r.Fault, Is.EqualTo(new PageFaultInfo(Va + Page, PageFaultAccess.Read, PageFaultKind.NotPresent, 11)),
             "reported as the page table sees it");
-        Assert.That(calls, Is.InRange(1, FallibleIo.MaxRetriesPerAddress));
+        Assert.That(calls, Is.InRange(1, FallibleIo.MaxRetriesWithoutProgress));
         Assert.That(Space.UnresolvedFaults, Is.EqualTo(1), "the fault the copy gave up on is counted as unresolved");
     }
 
@@ -160,7 +160,7 @@ public sealed class PageFaultHandlers : GuestFixture
         Assert.That(reader.ReadVal<ulong>().Fault?.Kind, Is.EqualTo(PageFaultKind.NotPresent));
         Assert.That(reader.AtomicLoad64().Fault?.Kind, Is.EqualTo(PageFaultKind.NotPresent));
         Assert.That(reader.ReadCString(new byte[8]).Error, Is.EqualTo(UVmError.PageFault));
-        Assert.That(calls, Is.LessThanOrEqualTo(6 * FallibleIo.MaxRetriesPerAddress));
+        Assert.That(calls, Is.LessThanOrEqualTo(6 * FallibleIo.MaxRetriesWithoutProgress));
     }
 
     [Test]
