@@ -386,21 +386,31 @@ public sealed unsafe partial class FramePool : IDisposable
         }
     }
 
-    /// <summary>Punches the freed frames out of the memfd (coalesced into runs) and makes them allocatable.</summary>
+    /// <summary>
+    /// Punches the freed frames out of the memfd (coalesced into runs) and makes them allocatable.
+    /// Never throws: a run the host refuses to punch stays dirty, unallocatable (its old contents
+    /// must never reach another owner), and is tried again at the next punch.
+    /// </summary>
     private void PunchDirtyLocked()
     {
         if (_dirty.Count == 0) return;
         _dirty.Sort();
-        int i = 0;
+        int i = 0, kept = 0;
         while (i < _dirty.Count)
         {
             ulong start = _dirty[i];
             int j = i + 1;
             while (j < _dirty.Count && _dirty[j] == _dirty[j - 1] + 1) j++;
             ulong len = (ulong)(j - i);
-            HostCall.Check(Libc.Fallocate(_fd, Libc.FALLOC_FL_PUNCH_HOLE | Libc.FALLOC_FL_KEEP_SIZE,
-                (long)(start << Paging.PageShift), (long)(len << Paging.PageShift)), "fallocate(PUNCH_HOLE)");
+            int rc = Libc.Fallocate(_fd, Libc.FALLOC_FL_PUNCH_HOLE | Libc.FALLOC_FL_KEEP_SIZE,
+                (long)(start << Paging.PageShift), (long)(len << Paging.PageShift));
             Interlocked.Increment(ref _punchCalls);
+            if (rc != 0)
+            {
+                for (int k = i; k < j; k++) _dirty[kept++] = _dirty[k];
+                i = j;
+                continue;
+            }
             for (ulong f = start; f < start + len; f++)
             {
                 _used[f >> 6] &= ~(1UL << (int)(f & 63));
@@ -408,7 +418,7 @@ public sealed unsafe partial class FramePool : IDisposable
             }
             i = j;
         }
-        _dirty.Clear();
+        _dirty.RemoveRange(kept, _dirty.Count - kept);
     }
 
     /// <summary>

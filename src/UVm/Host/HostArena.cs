@@ -27,9 +27,18 @@ internal sealed class HostArena : IDisposable
     internal ulong Size { get; }
     internal ulong Guard { get; }
 
-    public void Dispose()
+    /// <summary>
+    /// Gives the range back to the host. Returns whether nothing of the guest's is mapped there
+    /// any more: true when unmapped, or when the host refused the unmap but took every mapping of
+    /// it back to the reserved state (the range then stays reserved, never reused, a leak of
+    /// address space only); false when even that was refused (frames may still be mapped there).
+    /// </summary>
+    internal bool Release()
     {
-        if (Interlocked.Exchange(ref _disposed, 1) == 0)
-            HostCall.Check(Libc.Munmap(Base, (nuint)(Size + Guard)), "munmap of the arena");
+        if (Interlocked.Exchange(ref _disposed, 1) != 0) return true;
+        if (Libc.Munmap(Base, (nuint)(Size + Guard)) == 0) return true;
+        return Libc.Mmap(Base, (nuint)Size, Libc.PROT_NONE, Libc.MAP_PRIVATE | Libc.MAP_ANONYMOUS | Libc.MAP_FIXED | Libc.MAP_NORESERVE, -1, 0) != Libc.MAP_FAILED;
     }
+
+    public void Dispose() => Release();
 }

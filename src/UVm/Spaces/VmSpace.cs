@@ -253,9 +253,11 @@ public sealed partial class VmSpace : IDisposable
         {
             cursor.Release();
         }
-        _arena.Dispose();
+        // Frames go back only when nothing of the arena can reach them any more: if the host
+        // refused both the unmap and the reset, they are leaked rather than handed to another owner.
+        bool unreachable = _arena.Release();
         Budget.Retire();
-        Pool.ReleaseMany(System.Runtime.InteropServices.CollectionsMarshal.AsSpan(frames));
+        if (unreachable) Pool.ReleaseMany(System.Runtime.InteropServices.CollectionsMarshal.AsSpan(frames));
         Pool.Trim();
         lock (_ioMems)
         {
