@@ -13,7 +13,7 @@ Console.WriteLine($"A guest space of {space.Size / MiB} MiB lives at host addres
 
 void Show(string step)
 {
-    IReadOnlyList<string> diffs = space.CheckHostMirror();
+    IReadOnlyList<MirrorDifference> diffs = space.CheckHostMirror();
     Console.WriteLine($"  {step}: frames in use {pool.FramesInUse}, host syscalls {space.HostStats.Syscalls}, " +
         $"host mappings {space.CountHostMappings()}, host mirrors page table: {(diffs.Count == 0 ? "yes" : "NO\n    " + string.Join("\n    ", diffs))}");
 }

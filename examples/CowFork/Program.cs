@@ -58,7 +58,7 @@ Console.WriteLine("\n== Host mappings (the kernel's VMAs in each arena, as /proc
 Console.WriteLine("   neighbouring pages with neighbouring frames and equal rights merge into one; the unused rest of the arena counts too");
 foreach ((string name, AddressSpace s) in new[] { ("parent", parent), ("child", child) })
 {
-    IReadOnlyList<string> diffs = s.Space.CheckHostMirror();
+    IReadOnlyList<MirrorDifference> diffs = s.Space.CheckHostMirror();
     Console.WriteLine($"  {name,-7} {s.Space.CountHostMappings()} mappings; {(diffs.Count == 0 ? "host matches page table" : "HOST DIFFERS:\n    " + string.Join("\n    ", diffs))}");
     if (diffs.Count > 0) failures++;
 }

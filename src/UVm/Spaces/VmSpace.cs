@@ -174,10 +174,13 @@ public sealed partial class VmSpace : IDisposable
 
     /// <summary>
     /// Differences between the page table and the host mappings of the arena, read from
-    /// <c>/proc/self/maps</c>; empty when the host mirrors the table exactly (see <see cref="HostMirror"/>).
-    /// Must not be called while the calling thread holds a cursor of this space.
+    /// <c>/proc/self/maps</c>, in address order; empty when the host mirrors the table exactly
+    /// (see <see cref="HostMirror"/>). At most <see cref="HostMirror.DefaultMaxDifferences"/> are
+    /// listed; <see cref="HostMirror.Compare"/> also counts those beyond. Waits for other
+    /// threads' cursors; must not be called while the calling thread holds a cursor of this space.
     /// </summary>
-    public IReadOnlyList<string> CheckHostMirror() => HostMirror.Compare(this);
+    /// <exception cref="ObjectDisposedException">The space was disposed.</exception>
+    public IReadOnlyList<MirrorDifference> CheckHostMirror() => HostMirror.Compare(this);
 
     /// <summary>The registered I/O memory region containing <paramref name="paddr"/> and the offset in it.</summary>
     internal (IoMem Io, ulong Offset)? FindIoMemByPaddr(ulong paddr)

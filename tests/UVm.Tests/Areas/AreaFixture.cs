@@ -201,8 +201,8 @@ public abstract class AreaFixture
     {
         foreach (AddressSpace s in spaces)
         {
-            IReadOnlyList<string> diffs = s.Space.CheckHostMirror();
-            Assert.That(diffs, Is.Empty, "host mappings differ from the page table:\n" + string.Join("\n", diffs));
+            MirrorReport diffs = HostMirror.Compare(s.Space);
+            Assert.That(diffs, Is.Empty, "host mappings differ from the page table:\n" + diffs);
         }
     }
 

@@ -102,8 +102,8 @@ internal static unsafe class HostMaps
     {
         // CheckHostMirror takes a cursor over the whole space: with a cursor of ours alive it would deadlock.
         Assert.That(Cursor.HeldByCurrentThread, Is.Zero, "a cursor is alive on this thread; checking the mirror would deadlock");
-        IReadOnlyList<string> diffs = space.CheckHostMirror();
-        Assert.That(diffs, Is.Empty, "host mappings differ from the page table:\n" + string.Join("\n", diffs));
+        MirrorReport diffs = HostMirror.Compare(space);
+        Assert.That(diffs, Is.Empty, "host mappings differ from the page table:\n" + diffs);
     }
 
     /// <summary>Reads a byte of guest memory straight from the host, after checking the host maps it readable.</summary>

@@ -117,9 +117,9 @@ public static class Harness
     /// space, the GC, the JIT) a line can be printed twice and show up as a false difference. A real
     /// difference of a space nobody is changing persists across the reads.
     /// </summary>
-    public static IReadOnlyList<string> MirrorDiffs(VmSpace space)
+    public static IReadOnlyList<MirrorDifference> MirrorDiffs(VmSpace space)
     {
-        IReadOnlyList<string> diffs = space.CheckHostMirror();
+        IReadOnlyList<MirrorDifference> diffs = space.CheckHostMirror();
         for (int i = 0; i < 4 && diffs.Count > 0; i++)
         {
             Thread.Sleep(2);
