@@ -14,10 +14,17 @@ internal readonly record struct HostVma(ulong Start, ulong End, string Perms, ul
 
 /// <summary>Reads the host's own view of this process's mappings.</summary>
 /// <remarks>
-/// The kernel prints <c>/proc/self/maps</c> a buffer at a time and, since Linux 6.17, under
-/// per-mapping locks: when a thread changes mappings between two <c>read</c> calls, a line can
-/// show twice or be missed. So the file is read with as few calls as possible, into one buffer
-/// large enough for the whole file (grown and read again when it was not).
+/// <para>The file is not read atomically, whatever the buffer: the kernel's <c>seq_file</c> hands
+/// out at most one buffer of its own per <c>read</c> call (a page, more only when one line does not
+/// fit), taking the mapping locks anew for each call (since Linux 6.17 per-mapping locks, before
+/// that the mmap lock). A 200 KB file takes some 50 calls. When a thread changes mappings between
+/// two calls, lines of the mappings it changed can show twice, overlap or be missed. A mapping
+/// that does not change during the read is printed exactly: the kernel documents that whatever
+/// stays at an address for the whole walk is printed, and the walk resumes after the last
+/// address printed. A caller that needs an exact view of a range keeps that range from changing
+/// while it reads (<c>HostMirror</c> holds the space's whole page table).</para>
+/// <para>The file is read into one buffer large enough for all of it (grown and read again when it
+/// was not), so lines are parsed from one copy.</para>
 /// </remarks>
 internal static class ProcMaps
 {
