@@ -243,11 +243,10 @@ public static class HostMirror
         space.ThrowIfDisposed();
         List<Run> expected, actual;
         var regions = new List<IoMem>();
-        var cursor = new PtCursor(space.Table, 0, space.Size, mutable: false);
+        // Dispose takes the whole table too: holding it (taken on a live space), the space stays alive.
+        PtCursor cursor = space.LockTable(0, space.Size, mutable: false);
         try
         {
-            // Dispose takes the whole table too: holding it, the space is either disposed already or stays alive.
-            space.ThrowIfDisposed();
             expected = Expected(space, cursor, regions);
             actual = Actual(space);
         }
