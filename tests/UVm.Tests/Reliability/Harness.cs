@@ -1,8 +1,8 @@
-using System.Diagnostics;
 using NUnit.Framework;
 using UVm.Frames;
 using UVm.Io;
 using UVm.Spaces;
+using UVm.Tests.TestSupport;
 
 namespace UVm.Tests.Reliability;
 
@@ -28,13 +28,7 @@ public static class Harness
     public static bool Soak => Environment.GetEnvironmentVariable("UVM_SOAK") == "1";
 
     /// <summary>The seed of a randomized test: <c>UVM_SEED</c> if set, else fresh. Printed so a failure can be replayed.</summary>
-    public static int Seed(string what)
-    {
-        string? env = Environment.GetEnvironmentVariable("UVM_SEED");
-        int seed = env != null && int.TryParse(env, out int s) ? s : Environment.TickCount & int.MaxValue;
-        TestContext.Progress.WriteLine($"[{what}] seed {seed} (replay with UVM_SEED={seed})");
-        return seed;
-    }
+    public static int Seed(string what) => Seeds.For(what);
 
     /// <summary>Every mapped slot of <paramref name="space"/>, in address order (frame handles are released again).</summary>
     public static List<MappedSlot> MappedSlots(VmSpace space) => MappedSlots(space, new VaddrRange(0, space.Size));
@@ -180,20 +174,6 @@ public static class Harness
         return w.WriteFallible(from);
     }
 
-    /// <summary>Runs <paramref name="body"/> on a new thread and waits for it (rethrowing its failure).</summary>
-    public static void OnOtherThread(Action body, int timeoutMs = 30_000)
-    {
-        Exception? error = null;
-        var t = new Thread(() =>
-        {
-            try { body(); }
-            catch (Exception e) { error = e; }
-        }) { IsBackground = true, Name = "reliability helper" };
-        t.Start();
-        Assert.That(t.Join(timeoutMs), Is.True, "the helper thread did not finish in time");
-        if (error != null) throw new AssertionException("the helper thread failed: " + error, error);
-    }
-
-    /// <summary>A stopwatch-bounded loop: true while <paramref name="sw"/> is under <paramref name="budget"/>.</summary>
-    public static bool Within(Stopwatch sw, TimeSpan budget) => sw.Elapsed < budget;
+    /// <summary>Runs <paramref name="body"/> on a new thread and waits for it (with a deadline), rethrowing its failure.</summary>
+    public static void OnOtherThread(Action body) => Deadlines.OnOtherThread(body, "reliability helper");
 }
