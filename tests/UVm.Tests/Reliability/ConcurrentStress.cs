@@ -6,6 +6,7 @@ using UVm.Faults;
 using UVm.Frames;
 using UVm.Io;
 using UVm.Spaces;
+using UVm.Tests.TestSupport;
 using static UVm.Tests.Reliability.Harness;
 
 namespace UVm.Tests.Reliability;
@@ -13,9 +14,11 @@ namespace UVm.Tests.Reliability;
 /// <summary>
 /// Concurrent stress: threads mixing map / unmap / protect / copies (with demand-zero and
 /// copy-on-write faults) / fork / raw cursor work on overlapping and disjoint ranges of one
-/// address space for a bounded time, watched by a watchdog that fails (and says what every thread
-/// was doing) when a thread stops making progress. Every word written holds its own guest address
-/// and the writer's tag, so a read that returns anything else is data from the wrong place.
+/// address space until every thread has done its share of operations (a fixed count each; the
+/// threads that are done first keep going, so all of them overlap to the end), watched by a
+/// watchdog that fails (and says what every thread was doing) when a thread stops making
+/// progress. Every word written holds its own guest address and the writer's tag, so a read that
+/// returns anything else is data from the wrong place.
 /// Afterwards: the host mirrors the page table, reference counts match the mappings, and once
 /// everything is disposed the private pool holds no frame.
 /// </summary>
@@ -28,7 +31,15 @@ public sealed class ConcurrentStress
     private const ulong RawStart = 32 * MiB, RawEnd = 34 * MiB;      // raw cursor mappings, outside every area
     private const byte RawTag = 0xD0, ChildTag = 0xAF;
 
-    private static TimeSpan Duration => Soak ? TimeSpan.FromMinutes(3) : TimeSpan.FromSeconds(10);
+    /// <summary>Operations each thread must have done before the run ends, by role (an ordinary run takes a few seconds).</summary>
+    private const long AreaOps = 8_000, ForkOps = 250, RawOps = 8_000, ReaderOps = 6_000;
+
+    /// <summary>How long the soak (<c>UVM_SOAK=1</c>) runs, whatever the counts.</summary>
+    private static readonly TimeSpan SoakTime = TimeSpan.FromMinutes(3);
+
+    /// <summary>The safety net of an ordinary run: the counts not reached by then fail the test.</summary>
+    private static readonly TimeSpan Budget = TimeSpan.FromSeconds(150);
+
     private static readonly TimeSpan Stall = TimeSpan.FromSeconds(20);
 
     private static ulong Word(ulong va, byte tag) => (va << 8) | tag;
@@ -53,6 +64,7 @@ public sealed class ConcurrentStress
     private sealed class Worker
     {
         public required string Name;
+        public required long Target; // operations it must have done before the run may end
         public long Progress;
         public volatile string Doing = "starting";
         public Thread? Thread;
@@ -71,6 +83,7 @@ public sealed class ConcurrentStress
         public readonly List<Worker> Workers = new();
         public volatile bool Stop;
         public long BadWords, ChildFaults;
+        public long WordsChecked, WrittenWordsChecked, LoadsChecked; // what the reads really checked
         private readonly int _seed;
 
         public Stress(int seed)
@@ -79,11 +92,11 @@ public sealed class ConcurrentStress
             Areas = new AddressSpace(new VmSpaceOptions { Size = SpaceSize, Pool = Pool });
         }
 
-        public void Spawn(string name, Action<Worker, Random> body)
+        public void Spawn(string name, long target, Action<Worker, Random> body)
         {
-            var w = new Worker { Name = name };
-            var rng = new Random(_seed ^ name.GetHashCode(StringComparison.Ordinal));
-            w.Thread = new Thread(() =>
+            var w = new Worker { Name = name, Target = target };
+            var rng = new Random(_seed ^ StableHash(name));
+            w.Thread = Deadlines.Background(name, () =>
             {
                 w.Tid = GetTid();
                 try
@@ -102,26 +115,38 @@ public sealed class ConcurrentStress
                     w.Doing = "failed: " + e.GetType().Name;
                     Stop = true;
                 }
-            }) { IsBackground = true, Name = name };
+            });
             Workers.Add(w);
         }
 
+        /// <summary>A hash of a worker's name that is the same in every process (string.GetHashCode is not), so a seed replays.</summary>
+        private static int StableHash(string name)
+        {
+            int h = 17;
+            foreach (char c in name) h = unchecked(h * 31 + c);
+            return h;
+        }
+
         /// <summary>Reads <paramref name="len"/> bytes at <paramref name="va"/> and checks every word it got.</summary>
-        public void ReadAndCheck(VmSpace space, ulong va, int len, Worker w)
+        public void ReadAndCheck(VmSpace space, ulong va, int len, Worker w, Random rng)
         {
             var buf = new byte[len];
             CopyResult r = Read(space, va, buf);
+            long words = 0, written = 0;
             for (int i = 0; i + 8 <= (int)r.Bytes; i += 8)
             {
                 ulong word = BitConverter.ToUInt64(buf, i);
+                words++;
+                if (word != 0) written++;
                 if (!PlausibleWord(va + (ulong)i, word))
                 {
                     Interlocked.Increment(ref BadWords);
                     throw new AssertionException($"{w.Name}: bulk read at 0x{va + (ulong)i:x} returned 0x{word:x16}: another place's data");
                 }
             }
+            Interlocked.Add(ref WordsChecked, words);
+            Interlocked.Add(ref WrittenWordsChecked, written);
             // Sample words with single atomic loads: these must be exact.
-            var rng = Random.Shared;
             for (int k = 0; k < 8 && r.Bytes >= 8; k++)
             {
                 ulong a = va + (ulong)rng.Next(0, (int)(r.Bytes / 8)) * 8;
@@ -132,6 +157,7 @@ public sealed class ConcurrentStress
                     Interlocked.Increment(ref BadWords);
                     throw new AssertionException($"{w.Name}: load at 0x{a:x} returned 0x{v.Value:x16}: another place's data");
                 }
+                if (v.IsOk) Interlocked.Increment(ref LoadsChecked);
             }
         }
 
@@ -180,7 +206,7 @@ public sealed class ConcurrentStress
                 break;
             default:
                 w.Doing = $"read {range}";
-                s.ReadAndCheck(space, va, (int)Math.Min(range.Length, 4 * Page), w);
+                s.ReadAndCheck(space, va, (int)Math.Min(range.Length, 4 * Page), w, rng);
                 break;
         }
     }
@@ -196,10 +222,10 @@ public sealed class ConcurrentStress
             w.Doing = $"child: write words at 0x{va:x} (copy-on-write)";
             Stress.WriteWords(child.Space, va, 512, ChildTag);
             w.Doing = $"child: read 0x{va:x}";
-            s.ReadAndCheck(child.Space, va, (int)(4 * Page), w);
+            s.ReadAndCheck(child.Space, va, (int)(4 * Page), w, rng);
             ulong rawVa = RandomPage(rng, RawStart, RawEnd, 2);
             w.Doing = $"child: read raw 0x{rawVa:x}";
-            s.ReadAndCheck(child.Space, rawVa, (int)(2 * Page), w);
+            s.ReadAndCheck(child.Space, rawVa, (int)(2 * Page), w, rng);
         }
         w.Doing = "child: check host mirror";
         Assert.That(MirrorDiffs(child.Space), Is.Empty, "a forked child's host does not mirror its page table");
@@ -256,7 +282,7 @@ public sealed class ConcurrentStress
                 break;
             default:
                 w.Doing = $"read raw {range}";
-                s.ReadAndCheck(space, va, (int)range.Length, w);
+                s.ReadAndCheck(space, va, (int)range.Length, w, rng);
                 break;
         }
     }
@@ -267,7 +293,7 @@ public sealed class ConcurrentStress
         space.Activate();
         ulong va = rng.Next(3) == 0 ? RandomPage(rng, RawStart, RawEnd, 4) : RandomPage(rng, SharedStart, OwnStart + 4 * MiB, 4);
         w.Doing = $"read 0x{va:x} +4p";
-        s.ReadAndCheck(space, va, (int)(4 * Page), w);
+        s.ReadAndCheck(space, va, (int)(4 * Page), w, rng);
         if (rng.Next(16) == 0)
         {
             w.Doing = $"HandlePageFault 0x{va:x}";
@@ -283,12 +309,12 @@ public sealed class ConcurrentStress
         for (int i = 0; i < 2; i++)
         {
             int index = i;
-            s.Spawn($"areas-{i}", (w, rng) => AreaWorker(s, index, w, rng));
+            s.Spawn($"areas-{i}", AreaOps, (w, rng) => AreaWorker(s, index, w, rng));
         }
-        s.Spawn("forker", (w, rng) => ForkWorker(s, w, rng));
-        s.Spawn("raw", (w, rng) => RawWorker(s, w, rng));
-        s.Spawn("reader-0", (w, rng) => ReaderWorker(s, w, rng));
-        s.Spawn("reader-1", (w, rng) => ReaderWorker(s, w, rng));
+        s.Spawn("forker", ForkOps, (w, rng) => ForkWorker(s, w, rng));
+        s.Spawn("raw", RawOps, (w, rng) => RawWorker(s, w, rng));
+        s.Spawn("reader-0", ReaderOps, (w, rng) => ReaderWorker(s, w, rng));
+        s.Spawn("reader-1", ReaderOps, (w, rng) => ReaderWorker(s, w, rng));
 
         var sw = Stopwatch.StartNew();
         foreach (Worker w in s.Workers) w.Thread!.Start();
@@ -307,6 +333,14 @@ public sealed class ConcurrentStress
         }
         foreach (Worker w in s.Workers)
             if (w.Error != null) Assert.Fail($"seed {seed}: {w.Name} failed while doing '{w.Doing}': {w.Error}");
+        string shares = string.Join(", ", s.Workers.Select(w => $"{w.Name} {w.Ops:N0}/{w.Target:N0}"));
+        if (!Soak)
+        {
+            // The run ends only once every thread has done its share, so all of them raced to the end.
+            foreach (Worker w in s.Workers)
+                Assert.That(w.Ops, Is.GreaterThanOrEqualTo(w.Target),
+                    $"seed {seed}: {w.Name} did not do its share within the {Budget.TotalSeconds:0} s safety budget ({shares})");
+        }
 
         // Quiescent: the invariants.
         VmSpace.Deactivate();
@@ -314,26 +348,39 @@ public sealed class ConcurrentStress
         int frames = CheckReferenceCounts(s.Pool, new[] { s.Areas.Space });
         long faults = s.Areas.Space.SpuriousFaults + s.Areas.Space.HandledFaults + s.Areas.Space.UnresolvedFaults + s.ChildFaults;
         long ops = s.Workers.Sum(w => w.Ops);
+        long forks = s.Workers.Single(w => w.Name == "forker").Ops;
         s.Areas.Dispose();
         long leaked = s.Pool.FramesInUse;
         Figures.Add("stress threads", s.Workers.Count);
         Figures.Add("stress thread-seconds", (long)Math.Round(s.Workers.Count * seconds));
         Figures.Add("stress operations", ops);
         Figures.Add("stress page faults taken", faults);
-        Figures.Add("stress forks", s.Workers.Single(w => w.Name == "forker").Ops);
+        Figures.Add("stress forks", forks);
         Figures.Add("stress wrong words read", s.BadWords);
+        Figures.Add("stress words read and checked", s.WordsChecked);
         Figures.Add("stress leaked frames", leaked);
-        Figures.Note($"stress: seed {seed}, {s.Workers.Count} threads × {seconds:F1} s, {ops:N0} operations, {faults:N0} faults, {frames} frames mapped at the end, {leaked} leaked");
+        Figures.Note($"stress: seed {seed}, {s.Workers.Count} threads × {seconds:F1} s, {ops:N0} operations ({shares}), {faults:N0} faults, {frames} frames mapped at the end, {leaked} leaked");
         Assert.That(leaked, Is.Zero, "frames leaked after the space was disposed");
+        // Preconditions, by counts: the reads checked written words, and the stress took faults in the space and in forked children.
+        Assert.That(s.WrittenWordsChecked, Is.GreaterThan(0), $"seed {seed}: no read ever returned a written word ({s.WordsChecked} words read): the checks proved nothing");
+        Assert.That(s.LoadsChecked, Is.GreaterThan(0), $"seed {seed}: no sampled 8-byte load succeeded: the exact checks proved nothing");
+        Assert.That(s.Areas.Space.SpuriousFaults + s.Areas.Space.HandledFaults, Is.GreaterThan(0), $"seed {seed}: no fault of the space was resolved: the stress proved little");
+        Assert.That(s.ChildFaults, Is.GreaterThan(0), $"seed {seed}: the forked children never faulted (no copy-on-write): the stress proved little");
         s.Pool.Dispose();
     }
 
-    /// <summary>Runs until the duration is over; returns a dump if some thread stalls or a worker fails.</summary>
+    /// <summary>
+    /// Runs until every worker has done its share (in the soak: until its time is over); returns a
+    /// dump if some thread stalls, or if the shares are not done within the safety budget.
+    /// </summary>
     private static string? Watch(Stress s, Stopwatch sw)
     {
         var last = s.Workers.ToDictionary(w => w, w => (Progress: 0L, At: TimeSpan.Zero));
-        while (sw.Elapsed < Duration && !s.Stop)
+        CancellationToken cancelled = TestContext.CurrentContext.CancellationToken;
+        while (!s.Stop && (Soak ? sw.Elapsed < SoakTime : s.Workers.Any(w => Interlocked.Read(ref w.Progress) < w.Target)))
         {
+            if (!Soak && sw.Elapsed > Budget) return null; // the shares are checked (and fail) after the threads stop
+            if (cancelled.IsCancellationRequested) return Dump(s, "the test's [CancelAfter] time ran out");
             Thread.Sleep(100);
             foreach (Worker w in s.Workers)
             {
@@ -370,9 +417,9 @@ public sealed class ConcurrentStress
             };
             using Process gdb = Process.Start(psi)!;
             Task<string> output = gdb.StandardOutput.ReadToEndAsync();
-            if (!gdb.WaitForExit(60_000))
+            if (!gdb.WaitForExit(60_000) || !output.Wait(TimeSpan.FromSeconds(30)))
             {
-                gdb.Kill();
+                gdb.Kill(entireProcessTree: true);
                 return "native stacks: gdb did not finish within 60 s\n";
             }
             return "native stacks (gdb):\n" + output.Result;
