@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using System.Runtime.CompilerServices;
 using NUnit.Framework;
 using UVm.Areas;
@@ -7,6 +6,7 @@ using UVm.Frames;
 using UVm.Io;
 using UVm.Spaces;
 using UVm.Tests.Ecosystem;
+using UVm.Tests.TestSupport;
 using static UVm.Tests.Reliability.Harness;
 
 namespace UVm.Tests.Reliability;
@@ -61,7 +61,7 @@ public sealed class LivingWithCoreClr
             caught += 2;
         }
         // And on other threads, interleaved with faults of their own.
-        var threads = Enumerable.Range(0, 4).Select(_ => new Thread(() =>
+        TestThread.JoinAll(TestThread.StartAll(4, i => $"null dereferencer {i}", _ =>
         {
             for (int i = 0; i < 200; i++)
             {
@@ -69,43 +69,59 @@ public sealed class LivingWithCoreClr
                 try { LengthOf(null); }
                 catch (NullReferenceException) { Interlocked.Increment(ref caught); }
             }
-        })).ToList();
-        threads.ForEach(t => t.Start());
-        threads.ForEach(t => Assert.That(t.Join(30_000), Is.True));
+        }));
         Assert.That(caught, Is.EqualTo(1000 + 800));
         Figures.Add("CoreCLR: NullReferenceExceptions caught between faults", caught);
     }
 
+    /// <summary>
+    /// Full compacting collections, each one only once the workers have completed copies since the
+    /// last (so every collection falls among faults being resolved), while 3 workers write pages
+    /// through demand-zero faults and read them back into fresh managed arrays.
+    /// </summary>
     [Test, CancelAfter(150_000)]
     public void The_GC_compacts_freely_while_faults_are_resolved_into_managed_buffers()
     {
         using var areas = new AddressSpace(new VmSpaceOptions { Size = 64 * MiB, Pool = _pool });
-        const int pages = 64;
+        const int pages = 64, collectionsWanted = 150;
         ulong va = areas.Map(pages * Page, new AreaBackend.Alloc(false), new VmMapOptions { Flags = PageFlags.RW });
+        int seed = Seed("gc");
         var stop = new ManualResetEventSlim();
         Exception? error = null;
         long copies = 0;
-        int gen2Before = GC.CollectionCount(2);
+        int collections = 0, gen2Before = GC.CollectionCount(2);
+        bool workersStalled = false;
         long faultsBefore = 0;
+        TimeSpan soakFor = TimeSpan.FromSeconds(60);
+        var soakClock = System.Diagnostics.Stopwatch.StartNew();
 
-        var gc = new Thread(() =>
+        var gc = Deadlines.Background("gc", () =>
         {
             var junk = new List<byte[]>();
-            while (!stop.IsSet)
+            long seen = 0;
+            // Ordinary runs: a fixed number of collections. The soak (UVM_SOAK=1) keeps collecting for a minute.
+            while (!stop.IsSet && (Soak ? soakClock.Elapsed < soakFor : collections < collectionsWanted))
             {
                 for (int i = 0; i < 200; i++) junk.Add(new byte[1 + i * 37 % 9000]);
                 if (junk.Count > 4000) junk.RemoveRange(0, 2000);
+                if (!Deadlines.TryUntil(() => Interlocked.Read(ref copies) > seen || stop.IsSet))
+                {
+                    workersStalled = true;
+                    break;
+                }
+                if (stop.IsSet) break;
+                seen = Interlocked.Read(ref copies);
                 GC.Collect(2, GCCollectionMode.Forced, blocking: true, compacting: true);
-                Thread.Sleep(5); // leave the 2-core box some time for the copies between collections
+                collections++;
             }
-        }) { IsBackground = true, Name = "gc" };
+        });
 
-        var workers = Enumerable.Range(0, 3).Select(t => new Thread(() =>
+        var workers = Enumerable.Range(0, 3).Select(t => Deadlines.Background($"gc worker {t}", () =>
         {
             try
             {
                 areas.Space.Activate();
-                var rng = new Random(t);
+                var rng = new Random(seed + t);
                 while (!stop.IsSet)
                 {
                     // Each worker owns a third of the pages: write a pattern through faults, read it back into fresh arrays.
@@ -131,20 +147,29 @@ public sealed class LivingWithCoreClr
                 error ??= e;
                 stop.Set();
             }
-        }) { IsBackground = true }).ToList();
+        })).ToList();
 
         faultsBefore = areas.Space.HandledFaults + areas.Space.SpuriousFaults;
         gc.Start();
         workers.ForEach(t => t.Start());
-        Thread.Sleep(Soak ? 60_000 : 4_000);
-        stop.Set();
-        Assert.That(gc.Join(30_000), Is.True);
-        workers.ForEach(t => Assert.That(t.Join(30_000), Is.True));
-        if (error != null) Assert.Fail(error.ToString());
-        int collections = GC.CollectionCount(2) - gen2Before;
+        try
+        {
+            Deadlines.Join(gc, $"the GC thread to finish its collections (seed {seed})", TimeSpan.FromSeconds(Soak ? 120 : 90));
+        }
+        finally
+        {
+            stop.Set();
+            Deadlines.JoinAll(workers);
+        }
+        if (error != null) Assert.Fail($"seed {seed}: {error}");
+        Assert.That(workersStalled, Is.False, $"seed {seed}: the workers completed no copy for a minute after {copies} copies");
+        int gen2 = GC.CollectionCount(2) - gen2Before;
         long faults = areas.Space.HandledFaults + areas.Space.SpuriousFaults - faultsBefore;
+        if (!Soak) Assert.That(collections, Is.EqualTo(collectionsWanted), "the GC thread stopped early");
+        Assert.That(gen2, Is.GreaterThanOrEqualTo(collections), "full collections counted by the runtime");
         Assert.That(collections, Is.GreaterThan(10), "the GC hardly ran");
         Assert.That(copies, Is.GreaterThan(100));
+        Assert.That(faults, Is.GreaterThan(0), "no fault was resolved under the GC: the test proved nothing");
         Assert.That(MirrorDiffs(areas.Space), Is.Empty);
         Figures.Add("CoreCLR: full compacting GCs under fault load", collections);
         Figures.Add("CoreCLR: checked copies under GC", copies);
@@ -160,16 +185,15 @@ public sealed class LivingWithCoreClr
         areas.Space.Activate();
         for (int round = 0; round < 4; round++)
         {
-            var started = Enumerable.Range(0, threads).Select(i => new Thread(() =>
+            int r = round;
+            TestThread.JoinAll(TestThread.StartAll(threads, i => $"short-lived {r}.{i}", i =>
             {
                 // Activate, fault, hold and drop a cursor, then exit with the space still activated.
                 areas.Space.Activate();
                 ulong at = va + (ulong)i * Page;
-                Assert.That(Write(areas.Space, at + (ulong)round, new[] { (byte)(i + 1) }).IsOk);
+                Assert.That(Write(areas.Space, at + (ulong)r, new[] { (byte)(i + 1) }).IsOk);
                 using (Cursor c = areas.Space.Cursor(VaddrRange.FromLength(at, Page))) c.Query().Item?.Dispose();
-            }) { IsBackground = true }).ToList();
-            started.ForEach(t => t.Start());
-            started.ForEach(t => Assert.That(t.Join(30_000), Is.True));
+            }));
         }
         Assert.That(VmSpace.Current, Is.SameAs(areas.Space), "other threads changed this thread's activation");
         var buf = new byte[4];
@@ -191,19 +215,18 @@ public sealed class LivingWithCoreClr
         using var created = new ManualResetEventSlim();
         using var disposed = new ManualResetEventSlim();
         CopyResult afterwards = default;
-        var owner = new Thread(() =>
+        var owner = TestThread.Start("cursor owner", () =>
         {
             areas.Space.Activate();
             handedOver = areas.Space.Cursor(VaddrRange.FromLength(va + 8 * Page, Page));
             created.Set();
-            disposed.Wait();
+            Assert.That(Deadlines.TryWait(disposed), Is.True, "the test thread never disposed the cursor");
             afterwards = Read(areas.Space, va, new byte[8]); // a demand-zero fault: must resolve
-        }) { IsBackground = true };
-        owner.Start();
-        Assert.That(created.Wait(30_000), Is.True);
+        });
+        Deadlines.Wait(created, "the owner to create its cursor");
         handedOver!.Dispose(); // documented as allowed: the node locks are not tied to a thread
         disposed.Set();
-        Assert.That(owner.Join(30_000), Is.True);
+        owner.Join();
         Assert.That(Cursor.HeldByCurrentThread, Is.Zero, "the disposing thread's count of held cursors");
         Assert.That(afterwards.IsOk, Is.True, $"the creating thread can no longer resolve faults: {afterwards}");
     }
@@ -220,9 +243,14 @@ public sealed class LivingWithCoreClr
             s.Dispose(); // inside the copy's own access: must not wait for itself
             return true; // and claims success, which must not be believed
         }), Is.True);
-        space.Activate();
         var buf = new byte[2 * Page];
-        CopyResult r = Read(space, Va, buf);
+        CopyResult r = default;
+        OnOtherThread(() =>
+        {
+            // On a thread of its own: should Dispose wait for the copy it is called from, the test fails instead of hanging.
+            space.Activate();
+            r = Read(space, Va, buf);
+        });
         Assert.That(calls, Is.EqualTo(1));
         Assert.That(r.Error, Is.EqualTo(UVmError.PageFault));
         Assert.That(r.Bytes, Is.EqualTo(Page), "the copy stops where the fault was");
