@@ -46,7 +46,7 @@ public sealed class Exhaustion
     private List<UFrame> Exhaust(FramePool pool)
     {
         var taken = new List<UFrame>();
-        while (true)
+        while ((ulong)taken.Count <= pool.TotalFrames)
         {
             try
             {
@@ -58,6 +58,8 @@ public sealed class Exhaustion
                 return taken;
             }
         }
+        Assert.Fail($"the pool handed out {taken.Count} frames, more than its {pool.TotalFrames}, and never refused");
+        return taken;
     }
 
     private static void Release(List<UFrame> frames, int count)
@@ -189,7 +191,8 @@ public sealed class Exhaustion
     /// <summary>Maps single pages with alternating rights (each its own host mapping) until the budget refuses; returns pages mapped.</summary>
     private static int FillBudget(VmSpace space, out UVmException refusal, out SpaceState before)
     {
-        for (int i = 0; ; i++)
+        int room = (int)((space.Size - Va) / Page);
+        for (int i = 0; i < room; i++)
         {
             before = SpaceState.Of(space);
             try
@@ -202,6 +205,8 @@ public sealed class Exhaustion
                 return i;
             }
         }
+        Assert.Fail($"{room} pages, each its own host mapping, were mapped and the budget never refused");
+        throw new InvalidOperationException("unreachable");
     }
 
     [Test, CancelAfter(60_000)]
@@ -214,7 +219,7 @@ public sealed class Exhaustion
         AddressSpace child = Later(parent.Fork());
         // Spend the child's budget with pages of its own outside the area; then its copy-on-write
         // copy (a new host mapping) cannot be mapped.
-        FillBudget(child.Space, out UVmException refusal, out _);
+        int spent = FillBudget(child.Space, out UVmException refusal, out _);
         Assert.That(refusal.Error, Is.EqualTo(UVmError.HostMappingLimit));
         var before = SpaceState.Of(child.Space);
         long frames = _pool.FramesInUse;
@@ -232,6 +237,13 @@ public sealed class Exhaustion
         Assert.That(Read(child.Space, va + 3 * Page, one).IsOk && one[0] == 7, "the child still reads the shared data");
         parent.Space.Activate();
         Assert.That(Read(parent.Space, va + 3 * Page, one).IsOk && one[0] == 7, "the parent is untouched");
+
+        // The budget, and nothing else, refused it: with the child's own pages gone the same write succeeds.
+        Unmap(child.Space, Va, (ulong)spent * Page);
+        child.Space.Activate();
+        Assert.That(Write(child.Space, va + 3 * Page, new byte[] { 9 }).IsOk, Is.True, "once the budget has room the same write succeeds");
+        parent.Space.Activate();
+        Assert.That(Read(parent.Space, va + 3 * Page, one).IsOk && one[0] == 7, "the parent never sees its child's write");
         VmSpace.Deactivate();
         Figures.Add("exhaustion: refusals checked", 1);
     }
@@ -276,12 +288,14 @@ public sealed class Exhaustion
         // Areas with alternating rights, each its own host mapping, until the budget refuses one.
         UVmException? refusal = null;
         SpaceState? before = null;
+        int mapped = 0;
         for (int i = 0; i < 64 && refusal == null; i++)
         {
             before = SpaceState.Of(areas.Space);
             try
             {
                 areas.Map(Page, new AreaBackend.Alloc(true), new VmMapOptions { Addr = Va + (ulong)i * 2 * Page, Flags = i % 2 == 0 ? PageFlags.RW : PageFlags.R });
+                mapped++;
             }
             catch (UVmException e)
             {
@@ -289,6 +303,7 @@ public sealed class Exhaustion
             }
         }
         Assert.That(refusal, Is.Not.Null, "the budget never refused");
+        Assert.That(mapped, Is.GreaterThan(0), "the budget refused the very first area: the test proved nothing");
         Assert.That(refusal!.Error, Is.EqualTo(UVmError.HostMappingLimit));
         before!.AssertSame(areas.Space, "after the refused area");
         Figures.Add("exhaustion: refusals checked", 1);
@@ -338,6 +353,7 @@ public sealed class Exhaustion
                 }
             }
             Assert.That(refused, Is.GreaterThan(0), "the budget never refused");
+            Assert.That(refused, Is.LessThan(32), "the budget refused every fault: none was resolved before it ran out");
             Assert.That(MirrorDiffs(areas.Space), Is.Empty);
             CheckReferenceCounts(pool, new[] { areas.Space });
             VmSpace.Deactivate();
@@ -354,6 +370,8 @@ public sealed class Exhaustion
         using (USegment seg = _pool.AllocSegment(32))
         using (CursorMut c = space.CursorMut(VaddrRange.FromLength(Va, 32 * Page)))
             c.Map(seg, PageProperty.New(PageFlags.RW));
+        int holes = 0, most = space.CountHostMappings();
+        bool refused = false;
         for (int i = 1; i < 32; i += 2)
         {
             try
@@ -362,11 +380,17 @@ public sealed class Exhaustion
             }
             catch (UVmException e) when (e.Error == UVmError.HostMappingLimit)
             {
+                refused = true;
                 break; // refusing is fine; passing the budget is not
             }
+            holes++;
+            most = Math.Max(most, space.CountHostMappings());
             Assert.That(space.CountHostMappings(), Is.LessThanOrEqualTo(budget), $"after unmapping page {i}");
         }
         Assert.That(MirrorDiffs(space), Is.Empty);
+        // Preconditions, by counts: holes were punched, and they took the arena up to its budget.
+        Assert.That(holes, Is.GreaterThan(0), "the budget refused the very first hole: the test proved nothing");
+        Assert.That(refused || most >= budget - 2, Is.True, $"the holes took the arena to only {most} of its {budget} host mappings, and nothing was refused");
     }
 
     [Test, CancelAfter(60_000)]
