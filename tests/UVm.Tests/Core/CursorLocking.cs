@@ -1,6 +1,7 @@
 using NUnit.Framework;
 using UVm.Frames;
 using UVm.Spaces;
+using UVm.Tests.TestSupport;
 
 namespace UVm.Tests.Core;
 
@@ -15,16 +16,17 @@ public sealed class CursorLocking : SpaceFixture
     private static readonly TimeSpan StillBlocked = TimeSpan.FromMilliseconds(300);
 
     /// <summary>How long a cursor that should get through is given to do so.</summary>
-    private static readonly TimeSpan Generous = TimeSpan.FromSeconds(20);
+    private static readonly TimeSpan Generous = TimeSpan.FromSeconds(30);
 
     /// <summary>How long a cursor thread holds its cursor at most, so that a wrong wait ends instead of hanging.</summary>
-    private static readonly TimeSpan HoldAtMost = TimeSpan.FromSeconds(15);
+    private static readonly TimeSpan HoldAtMost = TimeSpan.FromSeconds(45);
 
     protected override ulong SpaceSize => 4 * GiB;
 
     /// <summary>
     /// A thread that opens a cursor, reports it acquired, then runs <paramref name="use"/> and reports
-    /// that too, and disposes the cursor when told to (or after a long timeout).
+    /// that too, and disposes the cursor when told to (or after a long timeout, noted in
+    /// <see cref="Released"/>, so that a wrong wait on it ends instead of hanging).
     /// </summary>
     private sealed class CursorThread : IDisposable
     {
@@ -43,6 +45,7 @@ public sealed class CursorLocking : SpaceFixture
                     use?.Invoke(c);
                     Used.Set();
                     _release.Wait(HoldAtMost);
+                    Released = true;
                 }
                 catch (Exception e)
                 {
@@ -55,10 +58,13 @@ public sealed class CursorLocking : SpaceFixture
         public ManualResetEventSlim Acquired { get; } = new();
         public ManualResetEventSlim Used { get; } = new();
 
+        /// <summary>Whether the thread has stopped holding its cursor (told to, or its time was up).</summary>
+        public volatile bool Released;
+
         public void Dispose()
         {
             _release.Set();
-            Assert.That(_thread.Join(Generous), Is.True, "the cursor thread did not finish");
+            Deadlines.Join(_thread, "the cursor thread to finish", Generous);
             if (_error != null) throw new AssertionException("the cursor thread failed: " + _error);
         }
     }
@@ -98,9 +104,8 @@ public sealed class CursorLocking : SpaceFixture
         using var second = new CursorThread(() => Space.CursorMut(Span(0, Page)));
         Assert.That(second.Acquired.Wait(StillBlocked), Is.False);
 
-        var clock = System.Diagnostics.Stopwatch.StartNew();
-        first.Dispose();
-        Assert.That(clock.Elapsed, Is.LessThan(TimeSpan.FromSeconds(5)), "Dispose waited for the cursor that took over the range");
+        first.Dispose(); // had it waited for the second cursor, it would return only once that one let go
+        Assert.That(second.Released, Is.False, "Dispose waited for the cursor that took over the range");
         Assert.That(second.Acquired.Wait(Generous), Is.True);
     }
 
@@ -109,18 +114,17 @@ public sealed class CursorLocking : SpaceFixture
     {
         // A space of its own: if the dispose deadlocks, its locks stay held forever and it is leaked.
         var space = new VmSpace(new VmSpaceOptions { Size = GiB, Pool = Pool });
-        var done = new ManualResetEventSlim();
-        var worker = new Thread(() =>
+        using var done = new ManualResetEventSlim();
+        var worker = Deadlines.Background("narrow and wide cursors", () =>
         {
             CursorMut narrow = space.CursorMut(Span(0, Page));      // guard: the last-level node of [0, 2 MiB)
             Cursor wide = space.Cursor(Span(Huge, 2 * Huge));       // disjoint; guard: the 2 MiB-level node above it
             narrow.Dispose();                                       // reclaims its empty node: must not wait for `wide`
             wide.Dispose();
             done.Set();
-        }) { IsBackground = true };
+        });
         worker.Start();
-        bool finished = done.Wait(TimeSpan.FromSeconds(10));
-        Assert.That(finished, Is.True, "disposing a cursor deadlocked on a disjoint cursor of the same thread");
+        Assert.That(Deadlines.TryWait(done, Generous), Is.True, "disposing a cursor deadlocked on a disjoint cursor of the same thread");
 
         // The empty node it could not reclaim then is dropped by the next mutable cursor passing through.
         using (CursorMut c = space.CursorMut(Span(0, GiB)))
@@ -245,13 +249,13 @@ public sealed class CursorLocking : SpaceFixture
         using var holder = new CursorThread(() => Space.CursorMut(Span(0, Page)));
         Assert.That(holder.Acquired.Wait(Generous), Is.True);
 
-        var disposed = new ManualResetEventSlim();
-        var disposer = new Thread(() => { Space.Dispose(); disposed.Set(); }) { IsBackground = true };
+        using var disposed = new ManualResetEventSlim();
+        var disposer = Deadlines.Background("disposer", () => { Space.Dispose(); disposed.Set(); });
         disposer.Start();
         Assert.That(disposed.Wait(StillBlocked), Is.False, "the space was torn down under a live cursor");
         holder.Dispose();
         Assert.That(disposed.Wait(Generous), Is.True);
-        Assert.That(disposer.Join(Generous), Is.True);
+        Deadlines.Join(disposer, "the disposer to end", Generous);
         Assert.That(f.ReferenceCount, Is.EqualTo(1), "the space's mapping reference is returned");
     }
 
@@ -261,7 +265,7 @@ public sealed class CursorLocking : SpaceFixture
         const int threads = 8, rounds = 40;
         using USegment keep = Pool.AllocSegment(threads);
         var errors = new List<Exception>();
-        var workers = Enumerable.Range(0, threads).Select(t => new Thread(() =>
+        var workers = Enumerable.Range(0, threads).Select(t => Deadlines.Background($"worker {t}", () =>
         {
             try
             {
@@ -290,9 +294,9 @@ public sealed class CursorLocking : SpaceFixture
             {
                 lock (errors) errors.Add(e);
             }
-        }) { IsBackground = true }).ToList();
+        })).ToList();
         workers.ForEach(w => w.Start());
-        foreach (Thread w in workers) Assert.That(w.Join(TimeSpan.FromSeconds(100)), Is.True, "a worker hung");
+        Deadlines.JoinAll(workers, TimeSpan.FromSeconds(100));
 
         Assert.That(errors, Is.Empty);
         Assert.That(Pool.FramesInUse, Is.EqualTo(threads + threads), "each worker left one frame mapped, and the handle holds the rest");
