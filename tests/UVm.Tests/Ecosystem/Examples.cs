@@ -4,8 +4,8 @@ using NUnit.Framework;
 namespace UVm.Tests.Ecosystem;
 
 /// <summary>
-/// The examples (<c>CowFork</c>, the one <c>./build.sh</c> runs, and those beside it) build, run
-/// in well under a second, exit 0 and print what they promise. Each is built into a temporary folder (<c>--artifacts-path</c>), so the
+/// The examples (<c>CowFork</c>, the one <c>./build.sh</c> runs, and those beside it) build, run,
+/// exit 0 and print what they promise (a run that does not end within its deadline is killed and fails). Each is built into a temporary folder (<c>--artifacts-path</c>), so the
 /// repository's own build outputs are not touched.
 /// </summary>
 [TestFixture, Category("Slow"), NonParallelizable]
@@ -49,6 +49,5 @@ public sealed class Examples
         Assert.That(code, Is.Zero, output);
         Assert.That(output.TrimEnd().Split('\n')[^1].TrimEnd(), Is.EqualTo(lastLine));
         foreach (string line in shown) Assert.That(output, Does.Contain(line));
-        Assert.That(clock.Elapsed, Is.LessThan(TimeSpan.FromSeconds(3)), "well under a second of work, plus the runtime's start");
     }
 }

@@ -15,12 +15,13 @@ namespace UVm.Tests.Ecosystem;
 /// Everything happens in temporary folders: the pack's intermediate and output files
 /// (<c>--artifacts-path</c>, so a concurrent build of the repository is not disturbed), the app,
 /// and a package cache of its own (<c>NUGET_PACKAGES</c>, so no stale copy of the same version is
-/// used). The whole test is bounded: each step gets what is left of two minutes.
+/// used). The whole test is bounded: each step gets what is left of a generous budget, and a step
+/// that finds it spent fails the test, naming the step.
 /// </remarks>
 [TestFixture, Category("Slow"), NonParallelizable]
 public sealed class NuGetPackage
 {
-    private static readonly TimeSpan Budget = TimeSpan.FromMinutes(2);
+    private static readonly TimeSpan Budget = TimeSpan.FromMinutes(4);
     private const string OkLine = "UVm package works: copied 4096 of 8192 bytes, fault at 0x11000 (Read, NotPresent)";
 
     private string _work = null!;
@@ -35,13 +36,18 @@ public sealed class NuGetPackage
     public void Packed_library_builds_and_runs_in_a_fresh_console_app()
     {
         var clock = Stopwatch.StartNew();
-        TimeSpan Left() => Budget - clock.Elapsed > TimeSpan.FromSeconds(5) ? Budget - clock.Elapsed : TimeSpan.FromSeconds(5);
+        TimeSpan Left(string step)
+        {
+            TimeSpan left = Budget - clock.Elapsed;
+            if (left < TimeSpan.FromSeconds(5)) Assert.Fail($"the test's {Budget.TotalMinutes:0} min safety budget was spent before {step}");
+            return left;
+        }
         string feed = Path.Combine(_work, "feed"), app = Path.Combine(_work, "app"), cache = Path.Combine(_work, "packages");
         Directory.CreateDirectory(app);
         var env = new Dictionary<string, string> { ["NUGET_PACKAGES"] = cache };
 
         Tools.DotnetOk(["pack", Path.Combine(Tools.RepoRoot, "src", "UVm", "UVm.csproj"), "-c", "Release", "-o", feed,
-            "--artifacts-path", Path.Combine(_work, "artifacts"), "-nologo", "--disable-build-servers"], Tools.RepoRoot, Left(), env);
+            "--artifacts-path", Path.Combine(_work, "artifacts"), "-nologo", "--disable-build-servers"], Tools.RepoRoot, Left("dotnet pack"), env);
 
         string[] packages = Directory.GetFiles(feed, "UVm.*.nupkg").Where(p => !p.EndsWith(".snupkg", StringComparison.Ordinal)).ToArray();
         Assert.That(packages, Has.Length.EqualTo(1), "one package");
@@ -53,18 +59,17 @@ public sealed class NuGetPackage
         }
 
         WriteApp(app, feed, version);
-        Tools.DotnetOk(["build", "-c", "Release", "-nologo", "--disable-build-servers"], app, Left(), env);
+        Tools.DotnetOk(["build", "-c", "Release", "-nologo", "--disable-build-servers"], app, Left("building the consumer app"), env);
         string dll = Path.Combine(app, "bin", "Release", "net10.0", "UvmConsumer.dll");
         Assert.That(File.Exists(Path.Combine(app, "bin", "Release", "net10.0", "runtimes", "linux-x64", "native", "libuvm.so")), Is.True,
             "the native library comes with the package, under runtimes/linux-x64/native");
 
         // Tools.Run passes no LD_LIBRARY_PATH: the host finds libuvm.so through the app's deps.json.
-        (int code, string output) = Tools.Run(Tools.Dotnet, [dll], app, Left(), env);
+        (int code, string output) = Tools.Run(Tools.Dotnet, [dll], app, Left("running the consumer app"), env);
 
         TestContext.Out.WriteLine($"package {Path.GetFileName(packages[0])}, consumer output:\n{output}\n({clock.Elapsed.TotalSeconds:0.0} s in all)");
         Assert.That(code, Is.Zero, output);
         Assert.That(output, Does.Contain(OkLine));
-        Assert.That(clock.Elapsed, Is.LessThan(Budget));
     }
 
     private static void WriteApp(string app, string feed, string version)
