@@ -42,7 +42,8 @@ internal static class Tools
     /// <summary>
     /// Runs <paramref name="file"/> with <paramref name="args"/> in <paramref name="dir"/> and
     /// returns its exit code and merged output; kills it (and its children) after
-    /// <paramref name="timeout"/>. The child gets this process's environment without the
+    /// <paramref name="timeout"/>. Every wait is bounded: should a process it started keep the
+    /// output open after it exited, the output gathered so far is returned, with a note. The child gets this process's environment without the
     /// variables a test host or MSBuild sets for itself, and without <c>LD_LIBRARY_PATH</c>,
     /// plus <paramref name="env"/>.
     /// </summary>
@@ -67,19 +68,26 @@ internal static class Tools
 
         var output = new StringBuilder();
         using var process = new Process { StartInfo = psi };
-        process.OutputDataReceived += (_, e) => { if (e.Data is not null) lock (output) output.AppendLine(e.Data); };
-        process.ErrorDataReceived += (_, e) => { if (e.Data is not null) lock (output) output.AppendLine(e.Data); };
+        using var outDone = new ManualResetEventSlim();
+        using var errDone = new ManualResetEventSlim();
+        // A null line is the end of the stream.
+        process.OutputDataReceived += (_, e) => { if (e.Data is null) outDone.Set(); else lock (output) output.AppendLine(e.Data); };
+        process.ErrorDataReceived += (_, e) => { if (e.Data is null) errDone.Set(); else lock (output) output.AppendLine(e.Data); };
         process.Start();
         process.BeginOutputReadLine();
         process.BeginErrorReadLine();
         if (!process.WaitForExit(timeout))
         {
             process.Kill(entireProcessTree: true);
-            process.WaitForExit();
+            process.WaitForExit(TimeSpan.FromSeconds(30));
             lock (output) return (-1, $"{file} {string.Join(' ', args)}: killed after {timeout.TotalSeconds:0} s\n{output}");
         }
-        process.WaitForExit(); // drains the output events
-        lock (output) return (process.ExitCode, output.ToString());
+        bool drained = outDone.Wait(TimeSpan.FromSeconds(30)) & errDone.Wait(TimeSpan.FromSeconds(30));
+        lock (output)
+        {
+            if (!drained) output.AppendLine("(output still open 30 s after the process exited: a process it started keeps it; the rest is not shown)");
+            return (process.ExitCode, output.ToString());
+        }
     }
 
     /// <summary>Runs <c>dotnet</c> and fails the test, showing the output's tail, unless it exits 0.</summary>

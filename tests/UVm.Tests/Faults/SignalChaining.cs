@@ -66,12 +66,13 @@ public sealed class SignalChaining : GuestFixture
         using Process process = Process.Start(info)!;
         Task<string> stdout = process.StandardOutput.ReadToEndAsync();
         Task<string> stderr = process.StandardError.ReadToEndAsync();
-        if (!process.WaitForExit(30_000))
+        if (!process.WaitForExit(60_000))
         {
-            process.Kill();
-            Assert.Fail($"{program} {string.Join(' ', args)} did not finish in 30 s");
+            process.Kill(entireProcessTree: true);
+            Assert.Fail($"{program} {string.Join(' ', args)} did not finish in 60 s");
         }
-        process.WaitForExit();
+        if (!Task.WaitAll([stdout, stderr], TimeSpan.FromSeconds(30)))
+            Assert.Fail($"{program} {string.Join(' ', args)} exited, but its output stayed open for 30 s");
         return (process.ExitCode, stdout.Result + stderr.Result);
     }
 
