@@ -1,5 +1,6 @@
 using NUnit.Framework;
 using UVm.Spaces;
+using UVm.Tests.TestSupport;
 
 namespace UVm.Tests.Core;
 
@@ -19,9 +20,7 @@ public sealed class Activation : SpaceFixture
 
         VmSpace? seenElsewhere = Space;
         bool activeElsewhere = true;
-        var t = new Thread(() => { seenElsewhere = VmSpace.Current; activeElsewhere = Space.IsActiveOnCurrentThread; });
-        t.Start();
-        Assert.That(t.Join(TimeSpan.FromSeconds(20)), Is.True);
+        Deadlines.OnOtherThread(() => { seenElsewhere = VmSpace.Current; activeElsewhere = Space.IsActiveOnCurrentThread; }, "other thread");
         Assert.That(seenElsewhere, Is.Null);
         Assert.That(activeElsewhere, Is.False);
     }

@@ -7,6 +7,7 @@ using UVm.Faults;
 using UVm.Frames;
 using UVm.Io;
 using UVm.Spaces;
+using UVm.Tests.TestSupport;
 
 namespace UVm.Tests.Ecosystem;
 
@@ -151,14 +152,12 @@ public sealed class Metrics
         CopyResult partial = reader.ReadFallible(new byte[2 * Page]);               // stops at the hole: 0xF00 bytes
         var writer = space.Writer(0x10_0000, 100);
         writer.FillZeros(100);                                                         // 100 more
-        var other = new Thread(() =>
+        Deadlines.OnOtherThread(() =>
         {
             space.Activate();
             var w = space.Writer(0x10_0000, 1000);
             w.WriteFallible(new byte[1000]);                                           // 1000 more, on a thread that then ends
-        });
-        other.Start();
-        other.Join();
+        }, "other writer");
         Snapshot after = _meter.Read();
 
         Assert.That(partial.Bytes, Is.EqualTo(0xF00));
@@ -230,7 +229,7 @@ public sealed class Metrics
             "the fault stays counted after its space is gone");
     }
 
-    [Test, CancelAfter(30_000)]
+    [Test, CancelAfter(90_000)]
     public void Instruments_reach_the_event_source_dotnet_counters_reads()
     {
         // dotnet-counters starts a session of the runtime's "System.Diagnostics.Metrics" event
@@ -238,7 +237,7 @@ public sealed class Metrics
         // start the same session and see what dotnet-counters would print.
         using var space = new VmSpace(Options);
         using var listener = new MetricsEventListener(UVmMetrics.MeterName);
-        Assert.That(listener.WaitForAll(UVmMetrics.InstrumentNames, TimeSpan.FromSeconds(20)), Is.True,
+        Assert.That(Deadlines.TryUntil(() => listener.HasSeenAll(UVmMetrics.InstrumentNames)), Is.True,
             $"instruments seen: {string.Join(", ", listener.Seen)}; errors: {string.Join("; ", listener.Errors)}");
     }
 
@@ -333,15 +332,9 @@ public sealed class Metrics
         internal string[] Seen { get { lock (_seen) return _seen.ToArray(); } }
         internal string[] Errors { get { lock (_seen) return _errors.ToArray(); } }
 
-        internal bool WaitForAll(IEnumerable<string> names, TimeSpan timeout)
+        internal bool HasSeenAll(IEnumerable<string> names)
         {
-            var clock = System.Diagnostics.Stopwatch.StartNew();
-            while (clock.Elapsed < timeout)
-            {
-                lock (_seen) if (names.All(_seen.Contains)) return true;
-                Thread.Sleep(50);
-            }
-            return false;
+            lock (_seen) return names.All(_seen.Contains);
         }
 
         protected override void OnEventSourceCreated(EventSource source)

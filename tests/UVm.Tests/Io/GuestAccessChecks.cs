@@ -2,6 +2,7 @@ using NUnit.Framework;
 using NUnit.Framework.Constraints;
 using UVm.Io;
 using UVm.Spaces;
+using UVm.Tests.TestSupport;
 using UVm.Tests.Faults;
 
 namespace UVm.Tests.Io;
@@ -39,7 +40,7 @@ public sealed class GuestAccessChecks : GuestFixture
     {
         VmSpace.Deactivate();
         Exception? onOther = null;
-        var other = new Thread(() =>
+        Deadlines.OnOtherThread(() =>
         {
             try
             {
@@ -50,9 +51,7 @@ public sealed class GuestAccessChecks : GuestFixture
             {
                 onOther = e;
             }
-        });
-        other.Start();
-        Assert.That(other.Join(TimeSpan.FromSeconds(10)), Is.True);
+        }, "other opener");
         Assert.That(onOther, Is.Null, "the thread that activated it may open it");
         Assert.That(() => open(Space, Va, 16), Denied);
     }

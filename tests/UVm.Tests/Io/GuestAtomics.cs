@@ -2,6 +2,7 @@ using System.Buffers.Binary;
 using NUnit.Framework;
 using UVm.Faults;
 using UVm.Io;
+using UVm.Tests.TestSupport;
 using UVm.Tests.Faults;
 
 namespace UVm.Tests.Io;
@@ -142,7 +143,7 @@ public sealed class GuestAtomics : GuestFixture
     {
         var frame = MapFilled(Va, 0);
         const int threads = 4, perThread = 2000;
-        var workers = Enumerable.Range(0, threads).Select(_ => new Thread(() =>
+        var workers = TestThread.StartAll(threads, i => $"incrementer {i}", _ =>
         {
             Space.Activate();
             for (int i = 0; i < perThread; i++)
@@ -155,9 +156,8 @@ public sealed class GuestAtomics : GuestFixture
                     if (w.AtomicCompareExchange(seen, seen + 1).Unwrap() == seen) break;
                 }
             }
-        })).ToList();
-        workers.ForEach(t => t.Start());
-        foreach (var t in workers) Assert.That(t.Join(TimeSpan.FromSeconds(20)), Is.True, "a worker hung");
+        });
+        TestThread.JoinAll(workers);
 
         Assert.That(U64(ContentsOf(frame), Slot), Is.EqualTo((ulong)(threads * perThread)));
     }
