@@ -2,6 +2,7 @@ using NUnit.Framework;
 using UVm.Areas;
 using UVm.Faults;
 using UVm.Io;
+using UVm.Tests.TestSupport;
 
 namespace UVm.Tests.Areas;
 
@@ -221,7 +222,7 @@ public sealed class CopyOnWriteFork : AreaFixture
     {
         const int Rounds = 50;
         const int Bytes = AreaPages * (int)Page;
-        var rng = new Random(12345);
+        var rng = new Random(Seeds.For("fork isolation"));
         ulong va = MapLazy(Parent, AreaPages);
         var spaces = new List<(AddressSpace Space, byte[] Model)> { (Parent, new byte[Bytes]) };
 
@@ -276,7 +277,7 @@ public sealed class CopyOnWriteFork : AreaFixture
 
         // Threads 0 and 1 write the parent, 2 and 3 the child; thread t takes the pages i with i % 2 == t % 2,
         // so every shared page is written by one thread in each space at about the same time.
-        var threads = Enumerable.Range(0, Threads).Select(t => new Thread(() =>
+        var threads = Enumerable.Range(0, Threads).Select(t => Deadlines.Background($"writer {t}", () =>
         {
             try
             {
@@ -293,7 +294,7 @@ public sealed class CopyOnWriteFork : AreaFixture
             }
         })).ToArray();
         foreach (Thread th in threads) th.Start();
-        foreach (Thread th in threads) th.Join();
+        Deadlines.JoinAll(threads);
 
         Assert.That(failure, Is.Null);
         for (int i = 0; i < Pages; i++)

@@ -1,6 +1,7 @@
 using NUnit.Framework;
 using UVm.Areas;
 using UVm.Faults;
+using UVm.Tests.TestSupport;
 
 namespace UVm.Tests.Areas;
 
@@ -36,9 +37,10 @@ public sealed class HostContiguity : AreaFixture
     [Test]
     public void A_2_MiB_lazy_area_fully_written_costs_one_host_mapping()
     {
+        int seed = Seeds.For("host contiguity");
         ulong va = MapLazy(Parent, RegionPages);
 
-        WriteEveryPageInRandomOrder(Parent, va, RegionPages, 1);
+        WriteEveryPageInRandomOrder(Parent, va, RegionPages, seed);
 
         Assert.That(Parent.Space.CountHostMappings(), Is.EqualTo(3));
         AssertHostMirrors(Parent);
@@ -47,18 +49,19 @@ public sealed class HostContiguity : AreaFixture
     [Test]
     public void After_fork_and_a_full_rewrite_each_space_needs_one_host_mapping_for_the_area()
     {
+        int seed = Seeds.For("host contiguity");
         ulong va = MapLazy(Parent, RegionPages);
         Parent.Prefault(Span(va, Huge), PageFaultAccess.Write);
         AddressSpace child = ForkOf(Parent);
         Assert.That(child.Space.CountHostMappings(), Is.EqualTo(3), "installed at fork, merged");
 
-        WriteEveryPageInRandomOrder(child, va, RegionPages, 2);
+        WriteEveryPageInRandomOrder(child, va, RegionPages, seed);
         Assert.That(child.Stats.CopyOnWritePages, Is.EqualTo(RegionPages), "every page copied once");
         Assert.That(child.Space.CountHostMappings(), Is.EqualTo(3), "copies sit at the same slots of the child's chunk");
         Assert.That(Parent.Space.CountHostMappings(), Is.EqualTo(3), "the parent's pages are still one read-only run");
         AssertHostMirrors(Parent, child);
 
-        WriteEveryPageInRandomOrder(Parent, va, RegionPages, 3);
+        WriteEveryPageInRandomOrder(Parent, va, RegionPages, unchecked(seed + 1));
         Assert.That(Parent.Stats.CopyOnWriteTakeoverPages, Is.EqualTo(RegionPages), "the child copied everything: the parent takes its frames over");
         Assert.That(Parent.Space.CountHostMappings(), Is.EqualTo(3));
         AssertHostMirrors(Parent, child);
@@ -86,7 +89,7 @@ public sealed class HostContiguity : AreaFixture
         int window = child.FaultAroundPages;
         Assert.That(window, Is.EqualTo(16), "the default window");
 
-        bool[] written = WriteRandomHalf(child, va, 77);
+        bool[] written = WriteRandomHalf(child, va, Seeds.For("host contiguity"));
 
         // A write fault copies the shared pages of its whole window, so runs are whole windows.
         bool[] windowWritten = Enumerable.Range(0, RegionPages / window)
@@ -106,7 +109,7 @@ public sealed class HostContiguity : AreaFixture
         Parent.FaultAroundPages = 1;
         AddressSpace child = ForkOf(Parent);
 
-        bool[] written = WriteRandomHalf(child, va, 77);
+        bool[] written = WriteRandomHalf(child, va, Seeds.For("host contiguity"));
 
         Assert.That(child.Stats.CopyOnWritePages, Is.EqualTo(RegionPages / 2), "only the written pages were copied");
         Assert.That(child.Space.CountHostMappings(), Is.EqualTo(Runs(written) + 2),
