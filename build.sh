@@ -51,12 +51,28 @@ run_tests() {
     count_plain "$logs/native.log"
 
     echo "== UVm.Tests (NUnit)"
-    dotnet test tests/UVm.Tests/UVm.Tests.csproj -c "$config" --no-build -nologo 2>&1 | tee "$logs/dotnet.log" || true
+    # A hung test fails the run instead of stalling it: once one test has run for $hang_timeout,
+    # the blame collector dumps the test host's threads (a mini dump under artifacts/test-results/,
+    # read with dotnet-dump analyze), ends the host and names the test. The timeout is per test;
+    # the whole suite takes a few minutes, so no test comes near it.
+    local hang_timeout=15min rc=0 failed_before
+    rm -rf "$root/artifacts/test-results"
+    dotnet test tests/UVm.Tests/UVm.Tests.csproj -c "$config" --no-build -nologo \
+        --blame-hang --blame-hang-timeout "$hang_timeout" --blame-hang-dump-type mini \
+        --results-directory "$root/artifacts/test-results" 2>&1 | tee "$logs/dotnet.log" || rc=$?
+    failed_before=$failed
     if ! grep -qE '(Passed|Failed)! +- +Failed:' "$logs/dotnet.log"; then
         echo "build.sh: the NUnit run printed no summary; counting it as one failure" >&2
         failed=$((failed + 1))
     fi
     count_dotnet "$logs/dotnet.log"
+    # An aborted run (a hang ended by the blame collector, a crashed test host) may still print a
+    # summary with no failure in it, counting only the tests that ended: its exit code tells.
+    if [[ $rc -ne 0 && $failed -eq $failed_before ]]; then
+        echo "build.sh: dotnet test exited $rc with no failed test counted (run aborted: hang or crash); counting it as one failure" >&2
+        grep -E 'Test Run Aborted|inactivity time|test running when the crash occurred|hangdump' -A1 "$logs/dotnet.log" >&2 || true
+        failed=$((failed + 1))
+    fi
 
     if [[ -f benchmarks/peers/run.sh ]]; then
         echo "== benchmark harness smoke (quick peers, then UVm's scenarios at tiny sizes; correctness only, no timing judged)"
