@@ -5,6 +5,7 @@ using UVm.Frames;
 using UVm.Host;
 using UVm.Io;
 using UVm.Spaces;
+using UVm.Interop;
 
 namespace UVm.Benchmarks;
 

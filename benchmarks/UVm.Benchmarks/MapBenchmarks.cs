@@ -4,6 +4,7 @@ using BenchmarkDotNet.Running;
 using UVm.Frames;
 using UVm.Host;
 using UVm.Spaces;
+using UVm.Interop;
 
 namespace UVm.Benchmarks;
 

@@ -3,6 +3,7 @@ using UVm.Faults;
 using UVm.Io;
 using UVm.PageTable;
 using UVm.Spaces;
+using UVm.Interop;
 
 namespace UVm.Areas;
 
@@ -273,12 +274,12 @@ public sealed class AddressSpace : IDisposable
             if (++attempts > FallibleIo.MaxRetriesWithoutProgress || !Space.HandlePageFault(va, access))
                 throw new UVmException(UVmError.PageFault, $"page 0x{va:x} cannot be resolved for {access}");
         }
-        int advice = access == PageFaultAccess.Write ? Host.Libc.MADV_POPULATE_WRITE : Host.Libc.MADV_POPULATE_READ;
+        int advice = access == PageFaultAccess.Write ? Libc.MADV_POPULATE_WRITE : Libc.MADV_POPULATE_READ;
         // Under a cursor over the range, taken on a live space: the advice lands in this space's
         // arena, never in whatever the host puts at its addresses after a racing Dispose. Best
         // effort: a page another thread unmapped meanwhile simply is not populated.
         using (Space.Cursor(range))
-            Host.Libc.Madvise(Space.HostBase + (nint)range.Start, (nuint)range.Length, advice);
+            Libc.Madvise(Space.HostBase + (nint)range.Start, (nuint)range.Length, advice);
     }
 
     /// <summary>Disposes the space: every frame is released. A second call does nothing.</summary>

@@ -1,3 +1,4 @@
+using UVm.Interop;
 namespace UVm.Faults;
 
 /// <summary>

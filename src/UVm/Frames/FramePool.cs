@@ -1,6 +1,7 @@
 using System.Runtime.CompilerServices;
 using UVm.Host;
 using UVm.Io;
+using UVm.Interop;
 
 namespace UVm.Frames;
 

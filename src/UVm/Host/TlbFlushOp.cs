@@ -1,3 +1,4 @@
+using UVm.Interop;
 namespace UVm.Host;
 
 /// <summary>The kind of host-MMU update a <see cref="TlbFlushOp"/> makes.</summary>

@@ -1,4 +1,5 @@
 using UVm.Frames;
+using UVm.Interop;
 
 namespace UVm.Host;
 

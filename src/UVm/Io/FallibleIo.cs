@@ -1,5 +1,6 @@
 using System.Runtime.CompilerServices;
 using UVm.Faults;
+using UVm.Interop;
 
 namespace UVm.Io;
 

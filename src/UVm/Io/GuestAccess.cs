@@ -1,4 +1,5 @@
 using UVm.Faults;
+using UVm.Interop;
 
 namespace UVm.Io;
 

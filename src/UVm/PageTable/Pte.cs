@@ -1,4 +1,5 @@
 using System.Runtime.CompilerServices;
+using UVm.Interop;
 
 namespace UVm.PageTable;
 
@@ -83,9 +84,9 @@ internal static class Pte
     /// <summary>The host protection (<c>PROT_*</c>) that mirrors a leaf entry.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal static int HostProt(ulong pte) =>
-        ((pte & Readable) != 0 ? Host.Libc.PROT_READ : 0)
-        | ((pte & Writable) != 0 ? Host.Libc.PROT_WRITE : 0)
-        | ((pte & NoExec) == 0 ? Host.Libc.PROT_EXEC : 0);
+        ((pte & Readable) != 0 ? Libc.PROT_READ : 0)
+        | ((pte & Writable) != 0 ? Libc.PROT_WRITE : 0)
+        | ((pte & NoExec) == 0 ? Libc.PROT_EXEC : 0);
 
     /// <summary>Replaces the property bits of a leaf entry, keeping its address, huge and untracked bits.</summary>
     internal static ulong WithProp(ulong pte, PageProperty prop)

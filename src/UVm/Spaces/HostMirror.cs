@@ -3,6 +3,7 @@ using System.Globalization;
 using UVm.Frames;
 using UVm.Host;
 using UVm.PageTable;
+using UVm.Interop;
 
 namespace UVm.Spaces;
 

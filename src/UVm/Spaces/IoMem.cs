@@ -1,4 +1,5 @@
 using UVm.Host;
+using UVm.Interop;
 
 namespace UVm.Spaces;
 

@@ -2,6 +2,7 @@ using UVm.Faults;
 using UVm.Host;
 using UVm.Io;
 using UVm.PageTable;
+using UVm.Interop;
 
 namespace UVm.Spaces;
 

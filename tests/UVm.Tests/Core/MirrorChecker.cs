@@ -4,6 +4,7 @@ using UVm.Host;
 using UVm.PageTable;
 using UVm.Spaces;
 using UVm.Tests.Reliability;
+using UVm.Interop;
 
 namespace UVm.Tests.Core;
 

@@ -3,6 +3,7 @@ using UVm.Faults;
 using UVm.Host;
 using UVm.Io;
 using UVm.Spaces;
+using UVm.Interop;
 
 namespace UVm.Tests.Faults;
 

@@ -4,6 +4,7 @@ using UVm.Frames;
 using UVm.Io;
 using UVm.Spaces;
 using UVm.Tests.TestSupport;
+using UVm.Interop;
 
 namespace UVm.Tests.Faults;
 

@@ -4,6 +4,7 @@ using NUnit.Framework;
 using UVm.Faults;
 using UVm.Io;
 using UVm.Spaces;
+using UVm.Interop;
 
 namespace UVm.Tests.Faults;
 

@@ -4,6 +4,7 @@ using UVm.Host;
 using UVm.Io;
 using UVm.PageTable;
 using UVm.Spaces;
+using UVm.Interop;
 
 namespace UVm.Tests.Faults;
 

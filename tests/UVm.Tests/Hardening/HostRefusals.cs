@@ -7,6 +7,7 @@ using UVm.Io;
 using UVm.Spaces;
 using UVm.Tests.Reliability;
 using static UVm.Tests.Reliability.Harness;
+using UVm.Interop;
 
 namespace UVm.Tests.Hardening;
 

@@ -7,6 +7,7 @@ using UVm.Host;
 using UVm.Io;
 using UVm.Spaces;
 using UVm.Tests.Reliability;
+using UVm.Interop;
 
 namespace UVm.Tests.Hardening;
 

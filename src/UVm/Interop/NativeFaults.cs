@@ -1,7 +1,7 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 
-namespace UVm.Faults;
+namespace UVm.Interop;
 
 /// <summary>What a native primitive reports when its access faulted (<c>struct uvm_fault</c>, 24 bytes).</summary>
 [StructLayout(LayoutKind.Sequential)]

@@ -1,6 +1,6 @@
 using System.Runtime.InteropServices;
 
-namespace UVm.Host;
+namespace UVm.Interop;
 
 /// <summary>
 /// Thin, exact bindings of the libc calls UVm makes, with the Linux x86-64 constants they take.

@@ -1,4 +1,4 @@
-namespace UVm.Host;
+namespace UVm.Interop;
 
 /// <summary>The host calls UVm makes, named for <see cref="HostRefusal"/>.</summary>
 internal enum HostCallSite
