@@ -1,7 +1,6 @@
 using System.Runtime.CompilerServices;
 using UVm.Faults;
 using UVm.Io;
-using UVm.PageTable;
 using UVm.Spaces;
 using UVm.Interop;
 
@@ -263,9 +262,9 @@ public sealed class AddressSpace : IDisposable
         int attempts = 0;
         while (va < range.End)
         {
-            PtSlot slot;
+            PageSlot slot;
             using (Cursor c = Space.Cursor(new VaddrRange(va, va + Paging.PageSize))) slot = c.QuerySlot();
-            if (slot.IsMapped && (Pte.ToProp(slot.Entry).Flags & need) != 0)
+            if (slot.Allows(need))
             {
                 va = slot.Va + slot.Size;
                 attempts = 0;
@@ -324,13 +323,13 @@ public sealed class AddressSpace : IDisposable
             }
             ulong page = Paging.AlignDown(info.Address, Paging.PageSize);
             using CursorMut c = Space.CursorMut(new VaddrRange(page, page + Paging.PageSize));
-            PtSlot slot = c.QuerySlot();
+            PageSlot slot = c.QuerySlot();
             if (!slot.IsMapped)
             {
                 c.Dispose();
                 return area.Backend is AreaBackend.Alloc ? DemandZero(area, page) : RemapLinear(area, page);
             }
-            bool privatePage = area.Backend is AreaBackend.Alloc && !Pte.IsUntracked(slot.Entry);
+            bool privatePage = area.Backend is AreaBackend.Alloc && slot.IsTracked;
             if (info.Access != PageFaultAccess.Write || !privatePage)
             {
                 // Rights the area allows but the page lost (a shared page write-protected by a fork,
@@ -400,9 +399,9 @@ public sealed class AddressSpace : IDisposable
                 foreach (ulong va in WindowOrder(window, page))
                 {
                     c.Jump(va);
-                    PtSlot slot = c.QuerySlot();
-                    if (!slot.IsMapped || Pte.IsUntracked(slot.Entry) || (slot.Entry & Pte.Writable) != 0) continue;
-                    ulong old = Pte.Paddr(slot.Entry);
+                    PageSlot slot = c.QuerySlot();
+                    if (!slot.IsTracked || slot.Allows(PageFlags.W)) continue;
+                    ulong old = slot.Paddr;
                     try
                     {
                         // The last reference gets write access, no copy; else a frame for the copy.

@@ -1,6 +1,5 @@
 using System.Text;
 using UVm.Areas;
-using UVm.PageTable;
 using UVm.Spaces;
 
 namespace UVm.Diagnostics;
@@ -43,20 +42,7 @@ public static class VmSpaceDump
         ArgumentNullException.ThrowIfNull(space);
         space.ThrowIfDisposed();
         var runs = new List<MappingRun>();
-        var cursor = new PtCursor(space.Table, 0, space.Size, mutable: false);
-        try
-        {
-            while (cursor.Va < space.Size)
-            {
-                if (cursor.FindNext(space.Size - cursor.Va) is null) break;
-                Add(runs, RunOf(space, cursor.Query()));
-                cursor.MoveForward();
-            }
-        }
-        finally
-        {
-            cursor.Release();
-        }
+        space.VisitMapped(slot => Add(runs, RunOf(space, slot)));
         ulong end = runs.Count > 0 ? runs[^1].Range.End : 0;
         if (end < space.Size) runs.Add(Hole(end, space.Size));
         return runs;
@@ -148,15 +134,12 @@ public static class VmSpaceDump
     private static string Header(string what, VmSpace space) =>
         $"{what} #{space.Id} [{MappingRun.Hex(0)}-{MappingRun.Hex(space.Size)})";
 
-    private static MappingRun RunOf(VmSpace space, PtSlot slot)
+    private static MappingRun RunOf(VmSpace space, PageSlot slot)
     {
-        PageProperty prop = Pte.ToProp(slot.Entry);
-        ulong paddr = Pte.Paddr(slot.Entry);
-        var range = new VaddrRange(slot.Va, slot.Va + slot.Size);
-        PageFlags rights = prop.Flags & PageFlags.RWX;
-        if (Pte.IsUntracked(slot.Entry)) return new MappingRun(range, rights, prop.Cache, MappingBacking.IoMem, paddr, 0);
-        // The mapping's own reference keeps the frame alive while the cursor holds the table.
-        return new MappingRun(range, rights, prop.Cache, MappingBacking.Frames, paddr, space.Pool.ReferenceCountOf(paddr));
+        var range = new VaddrRange(slot.Va, slot.End);
+        if (!slot.IsTracked) return new MappingRun(range, slot.Rights, slot.Prop.Cache, MappingBacking.IoMem, slot.Paddr, 0);
+        // The mapping's own reference keeps the frame alive while the space's table is held.
+        return new MappingRun(range, slot.Rights, slot.Prop.Cache, MappingBacking.Frames, slot.Paddr, space.Pool.ReferenceCountOf(slot.Paddr));
     }
 
     private static MappingRun Hole(ulong start, ulong end) =>

@@ -119,8 +119,8 @@ public class Cursor : IDisposable, IEnumerable<(VaddrRange Range, VmQueriedItem?
         internal readonly List<VmSpace> Spaces = new(); // one entry per live cursor, under lock(this)
     }
 
-    /// <summary>The raw slot at the current address (no frame handle is created); the cursor must be inside its range.</summary>
-    internal PtSlot QuerySlot() => _pt.Query();
+    /// <summary>The slot at the current address (no frame handle is created); the cursor must be inside its range.</summary>
+    internal PageSlot QuerySlot() => PageSlot.Of(_pt.Query());
 
     /// <summary>Releases the cursor's part of the page table. A second call does nothing.</summary>
     public void Dispose()

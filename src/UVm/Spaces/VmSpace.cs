@@ -139,6 +139,29 @@ public sealed partial class VmSpace : IDisposable
     }
 
     /// <summary>
+    /// Calls <paramref name="visit"/> with every mapped slot of the space, in address order, while
+    /// holding the whole page table (so the slots form one consistent picture, and a frame seen
+    /// stays alive during the call). For the layers above that read a space whole.
+    /// </summary>
+    /// <exception cref="ObjectDisposedException">The space was disposed.</exception>
+    internal void VisitMapped(Action<PageSlot> visit)
+    {
+        PtCursor cursor = LockTable(0, Size, mutable: false);
+        try
+        {
+            while (cursor.Va < Size && cursor.FindNext(Size - cursor.Va) is not null)
+            {
+                visit(PageSlot.Of(cursor.Query()));
+                cursor.MoveForward();
+            }
+        }
+        finally
+        {
+            cursor.Release();
+        }
+    }
+
+    /// <summary>
     /// Locks the part of the page table covering <c>[start, end)</c> and then checks that the
     /// space is live (the rule at the top of this file): what the caller does on the host while
     /// it holds the locks lands in this space's arena.

@@ -33,6 +33,16 @@ public sealed class Layering
         Assert.That(result.FailingTypeNames ?? [], Is.Empty, $"types of {layer} that use a layer above it ({string.Join(", ", above)})");
     }
 
+    [TestCase("UVm.Areas")]
+    [TestCase("UVm.Diagnostics")]
+    public void Nothing_above_Spaces_sees_page_table_entries_or_cursors(string layer)
+    {
+        // Spaces offers PageSlot (and cursors) instead: the back doors around the cursor are closed.
+        TestResult r = Types.InAssembly(s_uvm).That().ResideInNamespaceMatching("^" + layer.Replace(".", @"\.") + "$")
+            .ShouldNot().HaveDependencyOnAny("UVm.PageTable").GetResult();
+        Assert.That(r.FailingTypeNames ?? [], Is.Empty);
+    }
+
     [Test]
     public void Every_type_lives_in_a_layer()
     {

@@ -48,7 +48,7 @@ public sealed class PublicApi
         Assert.That(listing, Does.Contain("\n  public static UVm.Spaces.VmSpace? Current { get; }\n"));
         Assert.That(listing, Does.Contain("\n  public static UVm.Io.IoResult<T> ReadVal<T>(this ref UVm.Io.VmReader<UVm.Io.Fallible> reader) where T : unmanaged\n"));
         Assert.That(listing, Does.Contain("\n  public System.Collections.Generic.IReadOnlyList<(UVm.VaddrRange Range, UVm.Spaces.VmQueriedItem? Item)> QueryRange(UVm.VaddrRange range)\n"));
-        Assert.That(listing, Does.Contain("\npublic delegate bool UVm.Faults.PageFaultHandler(UVm.Spaces.VmSpace space, in UVm.Faults.PageFaultInfo info)\n"));
+        Assert.That(listing, Does.Contain("\npublic delegate bool UVm.Spaces.PageFaultHandler(UVm.Spaces.VmSpace space, in UVm.Faults.PageFaultInfo info)\n"));
         Assert.That(listing, Does.Contain("\n  public ulong Size { get; init; }\n"));
         Assert.That(listing, Does.Contain("\n  public const string MeterName = \"UVm\"\n"));
         Assert.That(listing, Does.Contain("\npublic ref struct UVm.Io.VmReader<TMode> where TMode : struct, UVm.Io.IAccessMode\n"));
