@@ -1,0 +1,137 @@
+using System.Runtime.CompilerServices;
+
+namespace UVm.PageTable;
+
+/// <summary>What a journaled change did to a leaf entry (see <see cref="PtCursor.StartJournal"/>).</summary>
+internal enum PtChangeKind : byte
+{
+    /// <summary>A page or huge page mapped over whatever was there.</summary>
+    Map,
+    /// <summary>A leaf removed.</summary>
+    Unmap,
+    /// <summary>A leaf's rights changed, its address kept.</summary>
+    Protect,
+}
+
+/// <summary>
+/// A run of <see cref="Count"/> leaf changes of one kind at one level, adjacent in address, whose
+/// old and new entries each continue the first one's (the same bits, the address one slot further
+/// on; or all absent). One record for a whole contiguous map, so the journal stays small.
+/// </summary>
+internal struct PtChange
+{
+    internal ulong Va, Old, New;
+    internal uint Count;
+    internal byte Level;
+    internal PtChangeKind Kind;
+
+    /// <summary>The old and new entries of change <paramref name="i"/> of the run.</summary>
+    internal readonly (ulong Va, ulong Old, ulong New) At(uint i)
+    {
+        ulong step = i * Paging.PageSizeAt(Level);
+        return (Va + step, Old == 0 ? 0 : Old + step, New == 0 ? 0 : New + step);
+    }
+
+    /// <summary>Whether a change of <paramref name="kind"/> at <paramref name="va"/> continues the run.</summary>
+    internal readonly bool Extends(ulong va, int level, ulong old, ulong @new, PtChangeKind kind)
+    {
+        if (kind != Kind || level != Level || Count == uint.MaxValue) return false;
+        ulong step = Count * Paging.PageSizeAt(level);
+        return va == Va + step && Continues(Old, old, step) && Continues(New, @new, step);
+    }
+
+    private static bool Continues(ulong first, ulong next, ulong step) => first == 0 ? next == 0 : next == first + step;
+}
+
+/// <summary>
+/// The undo journal of a cursor: what its leaf changes replaced, so that a batch the host
+/// refuses can be taken back exactly (see <c>TlbFlusher.DispatchTlbFlush</c>).
+/// </summary>
+internal sealed partial class PtCursor
+{
+    /// <summary>
+    /// From now on every leaf change is recorded, so that the changes made since the last
+    /// <see cref="CommitJournal"/> can be undone (<see cref="UndoJournal"/>) when the host refuses
+    /// to mirror them. Structural changes (nodes created, split or reclaimed) are not recorded:
+    /// they do not change what is mapped.
+    /// </summary>
+    internal void StartJournal() => _journal = new List<PtChange>();
+
+    /// <summary>Forgets the recorded changes: they are final (their host updates were applied).</summary>
+    internal void CommitJournal() => _journal?.Clear();
+
+    /// <summary>
+    /// Undoes every change recorded since the last commit, newest first, so that each leaf is
+    /// again what it was; calls <paramref name="undone"/> with each change's kind, old and new
+    /// entry. The cursor's position is unspecified afterwards.
+    /// </summary>
+    internal void UndoJournal(Action<PtChangeKind, ulong, ulong> undone)
+    {
+        if (_journal == null) return;
+        for (int r = _journal.Count - 1; r >= 0; r--)
+        {
+            PtChange change = _journal[r];
+            for (uint i = change.Count; i-- > 0;)
+            {
+                (ulong va, ulong old, ulong @new) = change.At(i);
+                RestoreLeaf(va, change.Level, old);
+                undone(change.Kind, old, @new);
+            }
+        }
+        _journal.Clear();
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private void Record(ulong va, int level, ulong old, ulong @new, PtChangeKind kind)
+    {
+        List<PtChange>? journal = _journal;
+        if (journal == null) return;
+        old = Pte.IsPresent(old) ? old : 0;
+        int n = journal.Count;
+        if (n > 0)
+        {
+            ref PtChange last = ref System.Runtime.InteropServices.CollectionsMarshal.AsSpan(journal)[n - 1];
+            if (last.Extends(va, level, old, @new, kind))
+            {
+                last.Count++;
+                return;
+            }
+        }
+        journal.Add(new PtChange { Va = va, Level = (byte)level, Old = old, New = @new, Count = 1, Kind = kind });
+    }
+
+    /// <summary>
+    /// Puts <paramref name="pte"/> (0: nothing) back as the leaf of <paramref name="level"/> at
+    /// <paramref name="va"/>, creating the nodes on the way that were reclaimed since, and
+    /// dropping a table that stands where the leaf was (it holds only pieces of a split huge
+    /// entry, undone before this one: changes are undone newest first).
+    /// </summary>
+    private void RestoreLeaf(ulong va, int level, ulong pte)
+    {
+        Jump(va);
+        while (_level > level)
+        {
+            ulong cur = CurPte;
+            if (!Pte.IsPresent(cur))
+            {
+                if (!Pte.IsPresent(pte)) return; // absent above: absent here already
+                LevelDownCreate();
+            }
+            else if (!Pte.IsLast(cur, _level)) LevelDown();
+            else LevelDownSplit();
+        }
+        PtNode node = CurNode;
+        int idx = CurIdx;
+        ulong here = node.Ptes[idx];
+        if (Pte.IsPresent(here) && !Pte.IsLast(here, _level))
+        {
+            PtNode child = node.Children![idx]!;
+            System.Diagnostics.Debug.Assert(child.Level == 1, "only 2 MiB entries are huge");
+            node.Clear(idx);
+            _pt.NodeDropped(child.Level);
+        }
+        if (Pte.IsPresent(pte)) node.SetLeaf(idx, pte);
+        else node.Clear(idx);
+    }
+
+}
