@@ -11,7 +11,7 @@ namespace UVm.Spaces;
 /// <para>Each region gets a range of physical addresses of its own, above any frame pool
 /// (from 64 TiB up, 2 MiB aligned), so page-table entries can name it. The region keeps a
 /// duplicate of the descriptor; it is closed when the creator has disposed the region and
-/// every space that mapped it has been disposed: as with the seed's I/O memory, a space keeps
+/// every space that mapped it has been disposed: a space keeps
 /// a mapped region until the space itself goes, even after unmapping every page of it.</para>
 /// </remarks>
 public sealed class IoMem : IDisposable
