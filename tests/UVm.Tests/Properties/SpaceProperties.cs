@@ -110,6 +110,64 @@ public sealed class SpaceProperties
         });
     }
 
+    // ---- MaxHostMappings: the budget holds for any value -------------------------------------------------------------
+
+    /// <summary>A budget and what is done under it: map a frame at page i with rights (alternating rights defeat merging), or unmap pages.</summary>
+    public sealed record BudgetCase(int Budget, (int Page, int Pages, PageFlags Flags)[] Ops)
+    {
+        public override string ToString() =>
+            $"MaxHostMappings {Budget}; " + string.Join(" ", Ops.Select(o => o.Pages > 0 ? $"Unmap(page {o.Page}, {o.Pages} pages)" : $"Map(page {o.Page}, {o.Flags})"));
+    }
+
+    [Test, CancelAfter(120_000)]
+    public void A_space_never_has_more_host_mappings_than_its_budget_and_a_refusal_changes_nothing()
+    {
+        Gen<(int, int, PageFlags)> op = Gen.Frequency(
+            (4, Gen.Zip(Gen.Choose(0, 63), Gen.Elements(PageFlags.R, PageFlags.RW, PageFlags.None)).Select(t => (t.Item1, 0, t.Item2))),
+            (1, Gen.Zip(Gen.Choose(0, 63), Gen.Choose(1, 16)).Select(t => (t.Item1, t.Item2, PageFlags.None))));
+        var inputs = Gen.Zip(Gen.Frequency((3, Gen.Choose(3, 24)), (1, Int32(3, 4, 5, 8, 16).Where(b => b >= 3))), Gen.ListOf(op).Select(l => l.Take(12).ToArray()))
+            .Select(t => new BudgetCase(t.Item1, t.Item2));
+        long baseline = _pool.FramesInUse;
+        PropertySuite.Check("VmSpaceOptions.MaxHostMappings: the budget holds", 150, inputs, c =>
+        {
+            string call = c.ToString();
+            using (var space = new VmSpace(new VmSpaceOptions { Size = 4 * MiB, MaxHostMappings = c.Budget, Pool = _pool }))
+            {
+                Expect.Equal(space.MaxHostMappings, c.Budget, call, "MaxHostMappings");
+                foreach ((int page, int pages, PageFlags flags) in c.Ops)
+                {
+                    ulong va = MiB + (ulong)page * Page;
+                    string at = $"{call}: at {(pages > 0 ? $"Unmap of {pages} pages" : $"Map({flags})")} at {Hex(va)}";
+                    List<MappedSlot> before = Harness.MappedSlots(space);
+                    Outcome<bool> o;
+                    if (pages > 0)
+                    {
+                        o = Run.Of(() => { Harness.Unmap(space, va, (ulong)pages * Page); });
+                    }
+                    else
+                    {
+                        using UFrame f = _pool.AllocFrame();
+                        o = Run.Of(() =>
+                        {
+                            using CursorMut cur = space.CursorMut(VaddrRange.FromLength(va, Page));
+                            cur.Map(f, PageProperty.New(flags));
+                        });
+                    }
+                    bool ok = Contract.For(at).MayRefuse(UVmError.HostMappingLimit, true, "one more host mapping could pass the budget").Verify(o);
+                    if (!ok)
+                    {
+                        PropertySuite.Tally("refused by the budget");
+                        Expect.That(Harness.MappedSlots(space).SequenceEqual(before), at, "a refused operation changed the page table");
+                    }
+                    int count = space.CountHostMappings();
+                    Expect.That(count <= c.Budget, at, $"the arena has {count} host mappings, over its budget of {c.Budget}");
+                }
+                SpaceWatch.AssertMirror(space, call);
+            }
+            Expect.Equal(_pool.FramesInUse, baseline, call, "frames in use after the space was disposed");
+        });
+    }
+
     // ---- Cursor(range), CursorMut(range) -------------------------------------------------------------------------------
 
     [Test, CancelAfter(120_000)]
