@@ -493,10 +493,10 @@ public sealed class AreaProperties
     // ---- operations racing Dispose -----------------------------------------------------------------------------------
 
     /// <summary>An area operation raced against the address space's Dispose.</summary>
-    public readonly record struct AreaRace(int Op, ulong Va, ulong Len, int OffsetUs)
+    public readonly record struct AreaRace(int Op, ulong Va, ulong Len, int Repeat, int OffsetUs)
     {
         public static readonly string[] Names = { "QueryRange", "FaultAroundPages", "Map", "Unmap", "Protect", "Prefault", "HandlePageFault", "Fork", "Clear" };
-        public override string ToString() => $"{Names[Op]}(va {Hex(Va)}, len {Hex(Len)}) vs Dispose {Racing.Offset(OffsetUs)}";
+        public override string ToString() => $"{Names[Op]}(va {Hex(Va)}, len {Hex(Len)}){(Repeat > 1 ? $" up to {Repeat} times" : "")} vs Dispose {Racing.Offset(OffsetUs)}";
     }
 
     [Test, CancelAfter(180_000)]
@@ -505,7 +505,7 @@ public sealed class AreaProperties
         const ulong Small = 4 * MiB;
         var inputs = Gen.Choose(0, AreaRace.Names.Length - 1).SelectMany(op =>
             Gen.Zip(Mixed(Gen.Elements(MiB, MiB + 4 * Page, 2 * MiB), MiB, Small), Mixed(Gen.Elements(Page, 4 * Page, 16 * Page), Page, Small)).SelectMany(a =>
-                Gen.Choose(-30, 200).Select(d => new AreaRace(op, a.Item1, a.Item2, d))));
+                Gen.Zip(Gen.Elements(1, 1, 30), Gen.Choose(-30, 200)).Select(d => new AreaRace(op, a.Item1, a.Item2, d.Item1, d.Item2))));
         PoolState baseline = PoolState.Of(_pool);
         PropertySuite.Check("AddressSpace operations racing Dispose", 500, inputs, race =>
         {
@@ -520,20 +520,11 @@ public sealed class AreaProperties
             Outcome<AddressSpace?> op = default;
             Outcome<bool> dispose = default;
             _racer.Race(
+                // Repeated until it fails (the address space went): each round is another chance to meet Dispose half-way.
                 () => op = Run.Of<AddressSpace?>(() =>
                 {
-                    switch (race.Op)
-                    {
-                        case 0: foreach ((_, VmQueriedItem? item) in areas.QueryRange(range)) item?.Dispose(); return null;
-                        case 1: areas.FaultAroundPages = (int)Math.Min(race.Len / Page, 1024); return null;
-                        case 2: areas.Map(race.Len, new AreaBackend.Alloc(true), new VmMapOptions { Addr = race.Va, Flags = PageFlags.RW }); return null;
-                        case 3: areas.Unmap(range); return null;
-                        case 4: areas.Protect(range, PageFlags.R); return null;
-                        case 5: areas.Prefault(range, PageFaultAccess.Write); return null;
-                        case 6: areas.Space.HandlePageFault(race.Va, PageFaultAccess.Write); return null;
-                        case 7: return areas.Fork();
-                        default: areas.Clear(); return null;
-                    }
+                    for (int i = 1; i < race.Repeat; i++) AreaOp(areas, race, range)?.Dispose();
+                    return AreaOp(areas, race, range);
                 }),
                 () => dispose = Run.Of(areas.Dispose),
                 race.OffsetUs, call);
@@ -551,5 +542,22 @@ public sealed class AreaProperties
             PropertySuite.Tally(op.Threw ? op.Error!.GetType().Name : "operation done");
             baseline.AssertSame(_pool, call + ": after Dispose");
         });
+    }
+
+    /// <summary>One raced area operation; returns the child of a fork (the caller disposes it).</summary>
+    private static AddressSpace? AreaOp(AddressSpace areas, AreaRace race, VaddrRange range)
+    {
+        switch (race.Op)
+        {
+            case 0: foreach ((_, VmQueriedItem? item) in areas.QueryRange(range)) item?.Dispose(); return null;
+            case 1: areas.FaultAroundPages = (int)Math.Min(race.Len / Page, 1024); return null;
+            case 2: areas.Map(race.Len, new AreaBackend.Alloc(true), new VmMapOptions { Addr = race.Va, Flags = PageFlags.RW }); return null;
+            case 3: areas.Unmap(range); return null;
+            case 4: areas.Protect(range, PageFlags.R); return null;
+            case 5: areas.Prefault(range, PageFaultAccess.Write); return null;
+            case 6: areas.Space.HandlePageFault(race.Va, PageFaultAccess.Write); return null;
+            case 7: return areas.Fork();
+            default: areas.Clear(); return null;
+        }
     }
 }

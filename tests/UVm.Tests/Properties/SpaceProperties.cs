@@ -484,13 +484,23 @@ public sealed class SpaceProperties
     // ---- operations racing Dispose -----------------------------------------------------------------------------------
 
     /// <summary>A space operation raced against the space's Dispose.</summary>
-    public readonly record struct SpaceRace(int Op, ulong Va, ulong Len, int OffsetUs)
+    /// <remarks>
+    /// <see cref="Blocked"/>: the test holds a cursor over the whole space first, so the operation
+    /// (which takes a cursor) and Dispose (which takes the whole table) both wait for it, having
+    /// passed their own checks; released, they take the table in turn (the operation first: it
+    /// holds the upper nodes hand over hand while it waits, so Dispose queues behind it). So an
+    /// operation that passed its disposed check works on a space already closed, before Dispose
+    /// empties it, and must leave nothing behind.
+    /// </remarks>
+    public readonly record struct SpaceRace(int Op, ulong Va, ulong Len, int Repeat, int OffsetUs, bool Blocked = false)
     {
         public static readonly string[] Names =
         {
             "Cursor+Query", "CursorMut+Map+Unmap", "Reader+ReadFallible", "Writer+WriteVal", "HandlePageFault", "ForkCopyOnWrite", "Activate+ReaderWriter", "RegisterPageFaultHandler",
         };
-        public override string ToString() => $"{Names[Op]}(va {Hex(Va)}, len {Hex(Len)}) vs Dispose {Racing.Offset(OffsetUs)}";
+        public override string ToString() => Blocked
+            ? $"{Names[Op]}(va {Hex(Va)}, len {Hex(Len)}) and Dispose both waiting for a cursor the test holds, released {OffsetUs} µs after Dispose began"
+            : $"{Names[Op]}(va {Hex(Va)}, len {Hex(Len)}){(Repeat > 1 ? $" up to {Repeat} times" : "")} vs Dispose {Racing.Offset(OffsetUs)}";
     }
 
     [Test, CancelAfter(180_000)]
@@ -499,7 +509,9 @@ public sealed class SpaceProperties
         const ulong Small = 4 * MiB;
         var inputs = Gen.Choose(0, SpaceRace.Names.Length - 1).SelectMany(op =>
             Gen.Zip(Mixed(Gen.Elements(0UL, Page, MiB), 0, MiB, Small), Mixed(Gen.Elements(8UL, Page, 2 * Page), Page, Small)).SelectMany(a =>
-                Gen.Choose(-30, 150).Select(d => new SpaceRace(op, a.Item1, a.Item2, d))));
+                Gen.Frequency(
+                    (3, Gen.Zip(Gen.Elements(1, 1, 50), Gen.Choose(-30, 150)).Select(d => new SpaceRace(op, a.Item1, a.Item2, d.Item1, d.Item2))),
+                    (op is 0 or 1 or 4 or 5 ? 1 : 0, Gen.Choose(0, 3000).Select(d => new SpaceRace(op, a.Item1, a.Item2, 1, d, Blocked: true))))));
         long baseline = _pool.FramesInUse;
         PropertySuite.Check("VmSpace operations racing Dispose", 500, inputs, race =>
         {
@@ -513,10 +525,24 @@ public sealed class SpaceProperties
             Outcome<string> op = default;
             Outcome<bool> dispose = default;
             string detail = "";
-            _racer.Race(
-                () => op = Run.Of(() => detail = RaceOp(space, race, spare)),
-                () => dispose = Run.Of(space.Dispose),
-                race.OffsetUs, call);
+            if (race.Blocked)
+            {
+                RaceBlocked(space, race, spare, call, out op, out dispose);
+                PropertySuite.Tally("blocked");
+            }
+            else
+            {
+                _racer.Race(
+                    // Repeated until it fails (the space went) or is wrong: each round is another chance to meet Dispose half-way.
+                    () => op = Run.Of(() =>
+                    {
+                        for (int i = 0; i < race.Repeat && detail.Length == 0; i++) detail = RaceOp(space, race, spare);
+                        return detail;
+                    }),
+                    () => dispose = Run.Of(space.Dispose),
+                    race.OffsetUs, call);
+            }
+            detail = op.Value ?? "";
             Contract.MustSucceed(call + ": Dispose", dispose);
             bool aligned = Paging.IsAligned(race.Va) && Paging.IsAligned(race.Len);
             Contract.For(call + ": the operation")
@@ -531,6 +557,39 @@ public sealed class SpaceProperties
             Expect.That(space.IsDisposed, call, "the space is not disposed");
             Expect.Equal(_pool.FramesInUse, baseline + 1, call, "frames in use after the space was disposed (only the spare frame is held)");
         });
+    }
+
+    /// <summary>
+    /// The blocked race: a whole-space cursor held here; the operation on the racer's thread and
+    /// Dispose on a thread of its own both start and wait for it; it is released, and they race.
+    /// </summary>
+    private void RaceBlocked(VmSpace space, SpaceRace race, UFrame spare, string call, out Outcome<string> op, out Outcome<bool> dispose)
+    {
+        Outcome<string> opResult = default;
+        Outcome<bool> disposeResult = default;
+        Cursor blocker = space.Cursor(new VaddrRange(0, space.Size));
+        try
+        {
+            _racer.Race(
+                () => opResult = Run.Of(() => RaceOp(space, race, spare)),
+                () =>
+                {
+                    Racer.BusyWait(1000); // the operation is waiting for the blocker by now (or was refused)
+                    var disposer = new Thread(() => disposeResult = Run.Of(space.Dispose)) { IsBackground = true, Name = "property disposer" };
+                    disposer.Start();
+                    Racer.BusyWait(1000); // Dispose has closed the space and waits for the blocker
+                    Racer.BusyWait(race.OffsetUs);
+                    blocker.Dispose();
+                    if (!disposer.Join(15_000)) throw new AssertionException($"{call}: Dispose did not end within 15 s (a deadlock?)");
+                },
+                0, call);
+        }
+        finally
+        {
+            blocker.Dispose();
+        }
+        op = opResult;
+        dispose = disposeResult;
     }
 
     /// <summary>Runs one raced operation on the helper thread; returns what was wrong with a result (empty when right).</summary>
@@ -549,6 +608,7 @@ public sealed class SpaceProperties
             {
                 using CursorMut c = space.CursorMut(range);
                 c.Map(spare, PageProperty.New(PageFlags.RW));
+                if (race.Blocked) return ""; // left mapped: the space's Dispose must release it
                 c.Jump(range.Start);
                 c.Unmap(Page);
                 return "";
