@@ -171,7 +171,7 @@ public sealed class AreaProperties
         var inputs = Gen.Zip(Gen.Zip(length, Gen.Elements('L', 'L', 'P', 'F', 'I')), Gen.Zip(Gen.Zip(addr, align), Gen.Zip(Gen.Frequency((4, Gen.Constant(false)), (1, Gen.Constant(true))), Gen.Elements(PageFlags.R, PageFlags.RW, PageFlags.None, PageFlags.RWX))))
             .SelectMany(t => Mixed(Gen.Elements(0UL, Page, 2 * Page), 4 * Page, 8 * Page).Select(offset =>
                 new MapCase(t.Item1.Item1, t.Item1.Item2, offset, t.Item2.Item1.Item1, t.Item2.Item1.Item2, t.Item2.Item2.Item1, t.Item2.Item2.Item2)));
-        PropertySuite.Check("AddressSpace.Map(length, backend, options)", 1500, inputs, m =>
+        PropertySuite.Check("AddressSpace.Map(length, backend, options)", 3000, inputs, m =>
         {
             string call = m.ToString();
             AreaBackend backend = m.Backend switch
@@ -293,7 +293,7 @@ public sealed class AreaProperties
         var inputs = Gen.Zip(Gen.Zip(Gen.Elements('U', 'P', 'Q', 'F'), U64(Edges)), Gen.Zip(U64(Edges), Gen.Zip(Gen.Elements(PageFlags.None, PageFlags.R, PageFlags.RW, PageFlags.RWX), Gen.Elements(PageFaultAccess.Read, PageFaultAccess.Write, PageFaultAccess.Execute))))
             .SelectMany(t => Gen.Frequency((3, Gen.Constant(t.Item2.Item1)), (2, Gen.Elements(1UL, 2UL, 3UL, 16UL).Select(n => t.Item1.Item2 + n * Page)))
                 .Select(end => new RangeCase(t.Item1.Item1, t.Item1.Item2, end, t.Item2.Item2.Item1, t.Item2.Item2.Item2)));
-        PropertySuite.Check("AddressSpace.Unmap/Protect/QueryRange/Prefault(range)", 1500, inputs, c =>
+        PropertySuite.Check("AddressSpace.Unmap/Protect/QueryRange/Prefault(range)", 3000, inputs, c =>
         {
             string call = c.ToString();
             var range = new VaddrRange(c.Start, c.End);
@@ -467,7 +467,7 @@ public sealed class AreaProperties
     {
         var inputs = Gen.Zip(U64(Edges.Concat(new[] { AreaWorld.LazyVa + 3 * Page, AreaWorld.TopVa + 7 * Page + 5, AreaWorld.ReadOnlyVa + 8 }).ToArray()),
                              Gen.Elements(PageFaultAccess.Read, PageFaultAccess.Write, PageFaultAccess.Execute));
-        PropertySuite.Check("AddressSpace's HandlePageFault(va)", 1000, inputs, t =>
+        PropertySuite.Check("AddressSpace's HandlePageFault(va)", 1500, inputs, t =>
         {
             (ulong va, PageFaultAccess access) = t;
             string call = $"HandlePageFault({Hex(va)}, {access}) of an address space";
@@ -507,7 +507,7 @@ public sealed class AreaProperties
             Gen.Zip(Mixed(Gen.Elements(MiB, MiB + 4 * Page, 2 * MiB), MiB, Small), Mixed(Gen.Elements(Page, 4 * Page, 16 * Page), Page, Small)).SelectMany(a =>
                 Gen.Zip(Gen.Elements(1, 1, 30), Gen.Choose(-30, 200)).Select(d => new AreaRace(op, a.Item1, a.Item2, d.Item1, d.Item2))));
         PoolState baseline = PoolState.Of(_pool);
-        PropertySuite.Check("AddressSpace operations racing Dispose", 500, inputs, race =>
+        PropertySuite.Check("AddressSpace operations racing Dispose", 800, inputs, race =>
         {
             string call = race.ToString();
             // Unfixed, an operation that makes a CursorMut as Dispose runs can map into the arena's

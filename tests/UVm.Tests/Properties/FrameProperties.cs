@@ -237,7 +237,7 @@ public sealed class FrameProperties
         using UFrame frame = _pool.AllocFrame();
         using USegment segment = _pool.AllocSegment(3);
         byte[] frameModel = new byte[Page], segmentModel = new byte[3 * Page];
-        PropertySuite.Check("UFrame/USegment infallible Reader/Writer steps", 1500, inputs, t =>
+        PropertySuite.Check("UFrame/USegment infallible Reader/Writer steps", 3000, inputs, t =>
         {
             (bool onSegment, CursorStep[] steps) = t;
             byte[] model = onSegment ? segmentModel : frameModel;
@@ -422,7 +422,7 @@ public sealed class FrameProperties
         var inputs = Gen.Choose(0, PoolRace.Names.Length - 1).SelectMany(op =>
             U64(1, 2, 511, 512, 513, 2 * Huge / Page, Huge, 0).SelectMany(arg =>
                 Gen.Choose(-20, 30).Select(d => new PoolRace(op, arg, d))));
-        PropertySuite.Check("FramePool operations racing Dispose", 400, inputs, race =>
+        PropertySuite.Check("FramePool operations racing Dispose", 1000, inputs, race =>
         {
             string call = race.ToString();
             // Unfixed, an allocation that passed the disposed check before Dispose writes the unmapped

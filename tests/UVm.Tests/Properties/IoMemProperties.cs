@@ -221,7 +221,7 @@ public sealed class IoMemProperties
         });
         try
         {
-            PropertySuite.Check("CursorMut.MapIoMem(io, len, offset)", 1000, inputs, m =>
+            PropertySuite.Check("CursorMut.MapIoMem(io, len, offset)", 1500, inputs, m =>
             {
                 string call = m.ToString();
                 IoMem io = regions[m.Region]!;
@@ -317,7 +317,7 @@ public sealed class IoMemProperties
         var inputs = Gen.Zip(Gen.Zip(Mixed(Gen.Elements(Page, 4 * Page), Page, 4 * Page), Mixed(Gen.Elements(0UL, Page), 4 * Page)), Gen.Choose(-30, 60))
             .Select(t => new IoRace(t.Item1.Item1, t.Item1.Item2, t.Item2));
         PoolState baseline = PoolState.Of(_pool);
-        PropertySuite.Check("IoMem.Dispose racing MapIoMem", 300, inputs, race =>
+        PropertySuite.Check("IoMem.Dispose racing MapIoMem", 400, inputs, race =>
         {
             string call = race.ToString();
             IoMem io = IoMem.CreateAnonymous(4 * Page);

@@ -113,7 +113,7 @@ public sealed class IoProperties
     [Test, CancelAfter(180_000)]
     public void Fallible_readers_and_writers_of_any_range_do_exactly_what_the_page_table_allows_and_never_throw_beyond_their_docs()
     {
-        PropertySuite.Check("Fallible Reader/Writer: creation and every operation", 4000, Cases, c =>
+        PropertySuite.Check("Fallible Reader/Writer: creation and every operation", 8000, Cases, c =>
         {
             string call = c.ToString();
             VmSpace target = c.How == Activation.Disposed ? _disposed : Space;
@@ -461,7 +461,7 @@ public sealed class IoProperties
                     (areas ? Gen.Frequency((1, Gen.Constant(-1)), (2, Gen.Choose(0, 3))) : Gen.Constant(-1)).SelectMany(after =>
                         (after >= 0 ? Gen.Choose(0, 40) : Gen.Choose(-30, 300)).Select(offset => new AccessRace(op, a.Item1, a.Item2, areas, after, offset))))));
         PoolState baseline = PoolState.Of(_pool);
-        PropertySuite.Check("Fallible accesses racing Dispose", 600, inputs, race =>
+        PropertySuite.Check("Fallible accesses racing Dispose", 1500, inputs, race =>
         {
             string call = race.ToString();
             AddressSpace? areas = null;

@@ -156,7 +156,7 @@ public sealed class PropertySuiteReport
     public void Print()
     {
         TestContext.Progress.Write(PropertySuite.Summary());
-        string skipped = PropertySuite.Skipped > 0 ? $", {PropertySuite.Skipped:N0} skipped as known crashers" : "";
+        string skipped = PropertySuite.Skipped > 0 ? $" ({PropertySuite.Skipped:N0} of them not run: known crashers)" : "";
         TestContext.Progress.WriteLine(
             $"[properties] {PropertySuite.Cases:N0} cases in {_wall.Elapsed.TotalSeconds:F1} s{skipped}; seed {PropertySuite.Seed} (replay with UVM_SEED={PropertySuite.Seed})");
     }

@@ -128,7 +128,7 @@ public sealed class SpaceProperties
         var inputs = Gen.Zip(Gen.Frequency((3, Gen.Choose(3, 24)), (1, Int32(3, 4, 5, 8, 16).Where(b => b >= 3))), Gen.ListOf(op).Select(l => l.Take(12).ToArray()))
             .Select(t => new BudgetCase(t.Item1, t.Item2));
         long baseline = _pool.FramesInUse;
-        PropertySuite.Check("VmSpaceOptions.MaxHostMappings: the budget holds", 150, inputs, c =>
+        PropertySuite.Check("VmSpaceOptions.MaxHostMappings: the budget holds", 200, inputs, c =>
         {
             string call = c.ToString();
             using (var space = new VmSpace(new VmSpaceOptions { Size = 4 * MiB, MaxHostMappings = c.Budget, Pool = _pool }))
@@ -220,7 +220,7 @@ public sealed class SpaceProperties
             _ => Gen.Constant(new Step(k, 0)),
         });
         var inputs = Gen.Zip(ValidRange, Gen.ListOf(step).Select(l => l.Take(6).ToArray()));
-        PropertySuite.Check("Cursor Jump/FindNext/Query/enumerate", 1200, inputs, t =>
+        PropertySuite.Check("Cursor Jump/FindNext/Query/enumerate", 2500, inputs, t =>
         {
             (VaddrRange range, Step[] steps) = t;
             string call = $"Cursor({range}) then {string.Join(" ", steps)}";
@@ -337,7 +337,7 @@ public sealed class SpaceProperties
             _ => U64(Page, 2 * Page, 16 * Page, 64 * Page, 1UL << 47).Select(v => new MutStep(k, v)),
         });
         var inputs = Gen.Zip(Gen.Choose(1, 72).Select(n => (ulong)n), Gen.ListOf(step).Select(l => l.Take(8).ToArray()));
-        PropertySuite.Check("CursorMut Map/Unmap/ProtectNext", 800, inputs, t =>
+        PropertySuite.Check("CursorMut Map/Unmap/ProtectNext", 2000, inputs, t =>
         {
             (ulong pages, MutStep[] steps) = t;
             var range = VaddrRange.FromLength(Base, pages * Page);
@@ -513,7 +513,7 @@ public sealed class SpaceProperties
                     (3, Gen.Zip(Gen.Elements(1, 1, 50), Gen.Choose(-30, 150)).Select(d => new SpaceRace(op, a.Item1, a.Item2, d.Item1, d.Item2))),
                     (op is 0 or 1 or 4 or 5 ? 1 : 0, Gen.Choose(0, 3000).Select(d => new SpaceRace(op, a.Item1, a.Item2, 1, d, Blocked: true))))));
         long baseline = _pool.FramesInUse;
-        PropertySuite.Check("VmSpace operations racing Dispose", 500, inputs, race =>
+        PropertySuite.Check("VmSpace operations racing Dispose", 800, inputs, race =>
         {
             string call = race.ToString();
             // Unfixed, a CursorMut made as Dispose runs can map into the arena's host range after it was given back.
