@@ -20,7 +20,15 @@ public static class Paging
     public const ulong MaxUserSpace = 1UL << 47;
 
     /// <summary>Bytes covered by one entry of a node at <paramref name="level"/> (1 = base page).</summary>
-    public static ulong PageSizeAt(int level) => 1UL << (PageShift + 9 * (level - 1));
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="level"/> is not from 1 to <see cref="NrLevels"/>.</exception>
+    public static ulong PageSizeAt(int level)
+    {
+        if ((uint)(level - 1) >= NrLevels) ThrowHelper.OutOfRange($"levels are 1 to {NrLevels}, not {level}", nameof(level));
+        return 1UL << (PageShift + 9 * (level - 1));
+    }
+
+    /// <summary><see cref="PageSizeAt"/> without the check, for the page table's own walks (levels it knows are valid).</summary>
+    internal static ulong SizeAt(int level) => 1UL << (PageShift + 9 * (level - 1));
 
     /// <summary>Whether <paramref name="value"/> is a multiple of <see cref="PageSize"/>.</summary>
     public static bool IsAligned(ulong value) => (value & (PageSize - 1)) == 0;

@@ -27,6 +27,7 @@ public sealed unsafe partial class FramePool
     {
         lock (_lock)
         {
+            if (_disposed != 0) ThrowHelper.Disposed(nameof(FramePool));
             int c = FindFreeChunkLocked();
             if (c < 0)
             {
@@ -61,6 +62,7 @@ public sealed unsafe partial class FramePool
         ulong f = paddr >> Paging.PageShift;
         lock (_lock)
         {
+            if (_disposed != 0) ThrowHelper.Disposed(nameof(FramePool));
             if ((_used[f >> 6] & (1UL << (int)(f & 63))) != 0) return false;
             MarkLocked(f, 1);
             // SAFETY: paddr names a frame of a chunk of this pool (the caller's reservation), so f < TotalFrames.

@@ -110,7 +110,18 @@ public sealed unsafe partial class FramePool : IDisposable
     public int FramesAwaitingPunch { get { lock (_lock) return _dirty.Count; } }
 
     /// <summary>Bytes the host has actually allocated for the pool's memfd (<c>st_blocks</c>); falls after frees are punched.</summary>
-    public long HostAllocatedBytes => HostCall.AllocatedBytes(_fd);
+    /// <exception cref="ObjectDisposedException">The pool was disposed.</exception>
+    public long HostAllocatedBytes
+    {
+        get
+        {
+            lock (_lock)
+            {
+                if (_disposed != 0) ThrowHelper.Disposed(nameof(FramePool));
+                return HostCall.AllocatedBytes(_fd);
+            }
+        }
+    }
 
     /// <summary>Number of <c>fallocate(PUNCH_HOLE)</c> calls made so far.</summary>
     public long PunchCalls => Volatile.Read(ref _punchCalls);
@@ -149,9 +160,14 @@ public sealed unsafe partial class FramePool : IDisposable
     }
 
     /// <summary>Punches every freed frame back to the host now.</summary>
+    /// <exception cref="ObjectDisposedException">The pool was disposed (its descriptor may by now be another file's).</exception>
     public void Trim()
     {
-        lock (_lock) PunchDirtyLocked();
+        lock (_lock)
+        {
+            if (_disposed != 0) ThrowHelper.Disposed(nameof(FramePool));
+            PunchDirtyLocked();
+        }
     }
 
     /// <summary>The reference count of the frame at <paramref name="paddr"/> (0 when free).</summary>
@@ -160,11 +176,11 @@ public sealed unsafe partial class FramePool : IDisposable
     /// <exception cref="ObjectDisposedException">The pool was disposed.</exception>
     public int ReferenceCount(ulong paddr)
     {
-        if (paddr >= Capacity) ThrowHelper.OutOfRange($"0x{paddr:x} is not inside the pool [0, 0x{Capacity:x})", nameof(paddr));
         // Under the lock Dispose takes: the metadata cannot be unmapped while it is read.
         lock (_lock)
         {
             if (_disposed != 0) ThrowHelper.Disposed(nameof(FramePool));
+            if (paddr >= Capacity) ThrowHelper.OutOfRange($"0x{paddr:x} is not inside the pool [0, 0x{Capacity:x})", nameof(paddr));
             return ReferenceCountOf(paddr);
         }
     }

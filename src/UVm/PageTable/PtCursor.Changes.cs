@@ -37,7 +37,7 @@ internal sealed partial class PtCursor
         System.Diagnostics.Debug.Assert(end <= BarrierEnd);
         while (true)
         {
-            ulong size = Paging.PageSizeAt(_level);
+            ulong size = Paging.SizeAt(_level);
             ulong cur = CurPte;
             bool fits = _level <= 2 && _va % size == 0 && _va + size <= end && paddr % size == 0;
             bool isTable = Pte.IsPresent(cur) && !Pte.IsLast(cur, _level);
@@ -68,7 +68,7 @@ internal sealed partial class PtCursor
         while (_va < end)
         {
             ulong pte = CurPte;
-            ulong size = Paging.PageSizeAt(_level);
+            ulong size = Paging.SizeAt(_level);
             if (!Pte.IsPresent(pte))
             {
                 if (Paging.AlignDown(_va, size) + size > end) { _va = end; break; }
@@ -115,7 +115,7 @@ internal sealed partial class PtCursor
                 DescendOrSkipEmpty();
                 continue;
             }
-            ulong size = Paging.PageSizeAt(_level);
+            ulong size = Paging.SizeAt(_level);
             if (_va % size != 0 || _va + size > end)
             {
                 SplitPartialHuge(pte);

@@ -28,7 +28,7 @@ internal struct PtChange
     /// <summary>The old and new entries of change <paramref name="i"/> of the run.</summary>
     internal readonly (ulong Va, ulong Old, ulong New) At(uint i)
     {
-        ulong step = i * Paging.PageSizeAt(Level);
+        ulong step = i * Paging.SizeAt(Level);
         return (Va + step, Old == 0 ? 0 : Old + step, New == 0 ? 0 : New + step);
     }
 
@@ -36,7 +36,7 @@ internal struct PtChange
     internal readonly bool Extends(ulong va, int level, ulong old, ulong @new, PtChangeKind kind)
     {
         if (kind != Kind || level != Level || Count == uint.MaxValue) return false;
-        ulong step = Count * Paging.PageSizeAt(level);
+        ulong step = Count * Paging.SizeAt(level);
         return va == Va + step && Continues(Old, old, step) && Continues(New, @new, step);
     }
 

@@ -8,7 +8,7 @@ namespace UVm.PageTable;
 /// <param name="Level">Level of the slot (1 = 4 KiB, 2 = 2 MiB).</param>
 internal readonly record struct PtSlot(ulong Va, ulong Entry, int Level)
 {
-    internal ulong Size => Paging.PageSizeAt(Level);
+    internal ulong Size => Paging.SizeAt(Level);
     internal bool IsMapped => Pte.IsPresent(Entry);
 }
 
@@ -107,11 +107,11 @@ internal sealed partial class PtCursor
                 LevelDown();
                 continue;
             }
-            ulong size = Paging.PageSizeAt(_level);
+            ulong size = Paging.SizeAt(_level);
             if (!Pte.IsPresent(pte) && CurNode.ValidCount == 0 && _level < Paging.NrLevels)
             {
                 // An empty node (one a cursor built on its way down): the hole is all of it.
-                ulong span = Paging.PageSizeAt(_level + 1);
+                ulong span = Paging.SizeAt(_level + 1);
                 return new PtSlot(Paging.AlignDown(_va, span), 0, _level + 1);
             }
             return new PtSlot(Paging.AlignDown(_va, size), Pte.IsPresent(pte) ? pte : 0, _level);
@@ -133,7 +133,7 @@ internal sealed partial class PtCursor
     /// <summary>Moves to the start of the next slot at the current level, climbing out of finished nodes.</summary>
     internal void MoveForward()
     {
-        ulong size = Paging.PageSizeAt(_level);
+        ulong size = Paging.SizeAt(_level);
         ulong next = Paging.AlignDown(_va, size) + size;
         while (_level < _guardLevel && Paging.Index(next, _level) == 0) LevelUp();
         _va = next;
@@ -166,9 +166,14 @@ internal sealed partial class PtCursor
     {
         while (true)
         {
-            ulong span = Paging.PageSizeAt(_level + 1);
-            ulong nodeStart = _level == Paging.NrLevels ? 0 : Paging.AlignDown(_va, span);
-            if (_level == Paging.NrLevels || (va >= nodeStart && va - nodeStart < span))
+            if (_level == Paging.NrLevels)
+            {
+                _va = va; // the root covers every address
+                return;
+            }
+            ulong span = Paging.SizeAt(_level + 1);
+            ulong nodeStart = Paging.AlignDown(_va, span);
+            if (va >= nodeStart && va - nodeStart < span)
             {
                 _va = va;
                 return;
@@ -238,7 +243,7 @@ internal sealed partial class PtCursor
     {
         ulong pte = CurPte;
         int childLevel = _level - 1;
-        ulong childSize = Paging.PageSizeAt(childLevel);
+        ulong childSize = Paging.SizeAt(childLevel);
         PtNode child = _pt.NewNode(childLevel);
         child.Lock();
         ulong bits = pte & ~Pte.AddrMask & ~Pte.Huge;

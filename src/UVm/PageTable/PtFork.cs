@@ -61,7 +61,7 @@ internal static class PtFork
     private static void CopyNode(PtNode src, PtNode dst, int level, ulong vaBase, PageTable child, IForkVisitor visitor,
         List<(PtNode, ulong[])> writeProtected)
     {
-        ulong size = Paging.PageSizeAt(level);
+        ulong size = Paging.SizeAt(level);
         ulong[]? mask = null; // entries of src this call write-protected, to undo a refused fork
         try
         {

@@ -60,7 +60,7 @@ public sealed class SpaceWatch
     /// <summary>Asserts that the host mirrors <paramref name="space"/>'s page table.</summary>
     public static void AssertMirror(VmSpace space, string call)
     {
-        IReadOnlyList<string> diffs = Harness.MirrorDiffs(space);
+        var diffs = Harness.MirrorDiffs(space);
         if (diffs.Count > 0) throw new AssertionException($"{call}: the host no longer mirrors the page table:{Environment.NewLine}  {string.Join(Environment.NewLine + "  ", diffs)}");
     }
 

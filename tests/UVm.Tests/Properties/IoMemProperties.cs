@@ -5,6 +5,7 @@ using NUnit.Framework;
 using UVm.Faults;
 using UVm.Frames;
 using UVm.Host;
+using UVm.Interop;
 using UVm.Io;
 using UVm.Spaces;
 using UVm.Tests.Reliability;
@@ -109,7 +110,8 @@ public sealed class IoMemProperties
                 .Refuses<ArgumentException>(size == 0, "zero size")
                 .Refuses<ArgumentException>(!Paging.IsAligned(size), "size not page aligned")
                 .Refuses<ArgumentException>(spanWraps, "no physical range that large")
-                .MayRefuse<ArgumentException>(size > PteAddressLimit - PaddrBase, "larger than the physical addresses a page-table entry can name")
+                .Refuses<ArgumentException>(size > IoMem.MaxSize, "size above IoMem.MaxSize")
+                .MayRefuse(UVmError.NoMemory, true, "the physical addresses for I/O memory are used up")
                 .MayRefuse(UVmError.HostNoMemory, true, "the host refuses the memfd")
                 .Verify(o);
             if (!ok) return;
@@ -137,8 +139,9 @@ public sealed class IoMemProperties
                 .Refuses<ArgumentException>(size == 0 || !Paging.IsAligned(size), "size zero or not page aligned")
                 .Refuses<ArgumentException>(size > ulong.MaxValue - Huge + 1, "no physical range that large")
                 .Refuses<InvalidOperationException>(!open, "the descriptor is not open")
-                .MayRefuse<ArgumentException>(size > PteAddressLimit - PaddrBase, "larger than the physical addresses a page-table entry can name")
-                .MayRefuse<ArgumentException>(offset + size < offset || offset + size > long.MaxValue, "the file range passes what the host's offsets hold")
+                .Refuses<ArgumentException>(size > IoMem.MaxSize, "size above IoMem.MaxSize")
+                .MayRefuse(UVmError.NoMemory, true, "the physical addresses for I/O memory are used up")
+                .Refuses<ArgumentException>(size <= IoMem.MaxSize && (offset + size < offset || offset + size > long.MaxValue), "the file range passes the largest file offset")
                 .Verify(o);
             if (!ok) return;
             using IoMem io = o.Value!;

@@ -88,6 +88,7 @@ public sealed class SpaceProperties
                 .Refuses<ArgumentException>(shape.Size % Huge != 0, "size not a multiple of 2 MiB")
                 .Refuses<ArgumentException>(shape.Size > Paging.MaxUserSpace, "size above 128 TiB")
                 .Refuses<ArgumentException>(!Paging.IsAligned(shape.Guard), "guard not page aligned")
+                .Refuses<ArgumentException>(shape.Guard > VmSpaceOptions.MaxGuardSize, "guard above VmSpaceOptions.MaxGuardSize")
                 .Refuses<ArgumentException>(shape.Budget < 3, "a budget below 3 mappings")
                 .Refuses<ArgumentException>(overflows, "size + guard overflows (the arena cannot be reserved)")
                 .MayRefuse(UVmError.HostNoMemory, sizeOk && !overflows, "the host refuses the reservation")
