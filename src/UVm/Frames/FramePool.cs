@@ -1,7 +1,5 @@
 using System.Runtime.CompilerServices;
-using UVm.Host;
 using UVm.Io;
-using UVm.Interop;
 
 namespace UVm.Frames;
 
@@ -20,6 +18,9 @@ namespace UVm.Frames;
 /// at a time so frames allocated together are contiguous in <c>Paddr</c>; a segment of 512 or
 /// more frames starts on a chunk boundary.</para>
 /// <para>Thread-safe. Allocation and freeing take one pool lock; reference counts are atomic.</para>
+/// <para>The pool keeps the books and the lock; which frames are taken is a <see cref="FrameBitmap"/>,
+/// where to carve from is its <see cref="ChunkChooser"/>, and everything the host does (the memfd,
+/// the linear map, the metadata, punching, copies) is its <see cref="FrameFile"/>.</para>
 /// </remarks>
 public sealed unsafe partial class FramePool : IDisposable
 {
@@ -35,18 +36,14 @@ public sealed unsafe partial class FramePool : IDisposable
     private static readonly Lazy<FramePool> s_default = new(() => new FramePool(DefaultCapacity));
 
     private readonly object _lock = new();
-    private readonly ulong[] _used;       // one bit per frame: allocated or waiting to be punched
-    private readonly int[] _chunkUsed;    // set bits per chunk
+    private readonly FrameBitmap _used;   // allocated or waiting to be punched; under _lock
+    private readonly ChunkChooser _chooser; // under _lock
     private readonly List<ulong> _dirty = new(PunchBatchFrames); // freed frame numbers not yet punched
-    private readonly int _fd;
-    private readonly byte* _linear;
+    private readonly FrameFile _file;
+    private readonly byte* _linear;       // _file's mappings, kept here for the hot paths
     private readonly int* _refs;          // one reference count per frame, in anonymous host memory
-    private readonly nuint _refsBytes;
-    private int _currentChunk = -1;      // where single frames are being carved from
-    private int _freshHint;              // where to look for an untouched chunk next
     private long _inUse;
     private long _allocatedTotal;         // frames ever handed out, for UVm's metrics
-    private long _punchCalls;
     private int _disposed;
 
     /// <summary>The process-wide pool that spaces use unless given another (64 GiB capacity).</summary>
@@ -63,31 +60,11 @@ public sealed unsafe partial class FramePool : IDisposable
             ThrowHelper.Argument("capacity must be a positive multiple of 2 MiB, at most 16 TiB", nameof(capacityBytes));
         Capacity = capacityBytes;
         TotalFrames = capacityBytes / Paging.PageSize;
-        _used = new ulong[TotalFrames / 64];
-        _chunkUsed = new int[TotalFrames / ChunkFrames];
-        _chunkReserved = new int[TotalFrames / ChunkFrames];
-
-        _fd = Libc.MemfdCreate("uvm-frames", Libc.MFD_CLOEXEC);
-        if (_fd < 0) HostCall.Fail("memfd_create");
-        try
-        {
-            HostCall.Check(Libc.Ftruncate(_fd, (long)capacityBytes), "ftruncate of the frame pool");
-            // SAFETY: the mappings below are owned by the pool: unmapped only in Dispose, once no frame is in use.
-            _linear = (byte*)HostCall.CheckMap(
-                Libc.Mmap(0, (nuint)capacityBytes, Libc.PROT_READ | Libc.PROT_WRITE, Libc.MAP_SHARED | Libc.MAP_NORESERVE, _fd, 0),
-                "mmap of the linear map");
-            _refsBytes = (nuint)((TotalFrames * sizeof(int) + Paging.PageSize - 1) & ~(Paging.PageSize - 1));
-            _refs = (int*)HostCall.CheckMap(
-                Libc.Mmap(0, _refsBytes, Libc.PROT_READ | Libc.PROT_WRITE, Libc.MAP_PRIVATE | Libc.MAP_ANONYMOUS | Libc.MAP_NORESERVE, -1, 0),
-                "mmap of the frame metadata");
-        }
-        catch
-        {
-            if (_linear != null) Libc.Munmap((nint)_linear, (nuint)capacityBytes);
-            Libc.Close(_fd);
-            throw;
-        }
-        FileIdentity = HostCall.Identity(_fd);
+        _used = new FrameBitmap(TotalFrames);
+        _chooser = new ChunkChooser(_used);
+        _file = new FrameFile(capacityBytes, TotalFrames);
+        _linear = _file.Linear;
+        _refs = _file.Refs;
         Created?.Invoke(this);
     }
 
@@ -118,19 +95,19 @@ public sealed unsafe partial class FramePool : IDisposable
             lock (_lock)
             {
                 if (_disposed != 0) ThrowHelper.Disposed(nameof(FramePool));
-                return HostCall.AllocatedBytes(_fd);
+                return _file.AllocatedBytes;
             }
         }
     }
 
     /// <summary>Number of <c>fallocate(PUNCH_HOLE)</c> calls made so far.</summary>
-    public long PunchCalls => Volatile.Read(ref _punchCalls);
+    public long PunchCalls => _file.PunchCalls;
 
     /// <summary>Frames handed out since the pool was created (for UVm's metrics).</summary>
     internal long FramesAllocatedTotal => Volatile.Read(ref _allocatedTotal);
 
-    internal int Fd => _fd;
-    internal (ulong Dev, ulong Ino) FileIdentity { get; }
+    internal int Fd => _file.Fd;
+    internal (ulong Dev, ulong Ino) FileIdentity => _file.Identity;
     internal byte* LinearBase => _linear;
 
     /// <summary>Allocates one frame. The handle holds its only reference.</summary>
@@ -233,34 +210,7 @@ public sealed unsafe partial class FramePool : IDisposable
     /// <remarks>The caller holds a reference to every frame and keeps the sources from changing
     /// (their mappings are read-only, or locked by its cursor).</remarks>
     /// <exception cref="UVmException"><see cref="UVmError.HostNoMemory"/> when the host cannot allocate the pages.</exception>
-    internal void CopyFrames(ulong firstDestination, ReadOnlySpan<ulong> sources)
-    {
-        const int Batch = 64;
-        Span<Libc.IoVec> iov = stackalloc Libc.IoVec[Batch];
-        for (int done = 0; done < sources.Length; done += Batch)
-        {
-            int n = Math.Min(Batch, sources.Length - done);
-            ulong total = (ulong)n * Paging.PageSize, written = 0;
-            while (written < total)
-            {
-                // After a short write (a signal, memory pressure) go on from the first byte not written.
-                int first = (int)(written / Paging.PageSize);
-                ulong skip = written % Paging.PageSize;
-                for (int i = first; i < n; i++)
-                {
-                    ulong from = i == first ? skip : 0;
-                    iov[i - first] = new Libc.IoVec { Base = (nint)(LinearAddress(sources[done + i]) + from), Length = (nuint)(Paging.PageSize - from) };
-                }
-                nint wrote;
-                // SAFETY: every iovec names (the rest of) a frame of this pool inside the linear
-                // map, which lives as long as the pool; the destination lies inside the memfd.
-                fixed (Libc.IoVec* v = iov)
-                    wrote = Libc.Pwritev(_fd, v, n - first, (long)(firstDestination + (ulong)done * Paging.PageSize + written));
-                if (wrote <= 0) HostCall.Fail("pwritev of frame copies");
-                written += (ulong)wrote;
-            }
-        }
-    }
+    internal void CopyFrames(ulong firstDestination, ReadOnlySpan<ulong> sources) => _file.CopyFrames(firstDestination, sources);
 
     /// <summary>Pointer into the linear map for <paramref name="paddr"/>.</summary>
     internal byte* LinearAddress(ulong paddr) => _linear + paddr;
@@ -293,113 +243,18 @@ public sealed unsafe partial class FramePool : IDisposable
         lock (_lock)
         {
             if (_disposed != 0) ThrowHelper.Disposed(nameof(FramePool));
-            if (!TryFindLocked(count, out ulong first))
+            if (!_chooser.TryChoose(count, out ulong first))
             {
                 PunchDirtyLocked();
-                if (!TryFindLocked(count, out first))
+                if (!_chooser.TryChoose(count, out first))
                     ThrowHelper.UVm(UVmError.NoMemory, $"the frame pool ({TotalFrames} frames, {_inUse} in use) has no free run of {count} frames");
             }
-            MarkLocked(first, count);
-            // SAFETY: TryFindLocked returned frames below TotalFrames; the metadata mapping holds one count per frame.
+            _used.Mark(first, count);
+            // SAFETY: TryChoose returned frames below TotalFrames; the metadata mapping holds one count per frame.
             for (ulong f = first; f < first + count; f++) _refs[f] = 1;
             _inUse += (long)count;
             _allocatedTotal += (long)count;
             return first;
-        }
-    }
-
-    private bool TryFindLocked(ulong count, out ulong first)
-    {
-        int chunks = _chunkUsed.Length;
-        if (count >= ChunkFrames)
-        {
-            // Whole empty chunks; reserved ones only when nothing else is left (pass 2).
-            int need = (int)((count + ChunkFrames - 1) / ChunkFrames);
-            for (int pass = 0, start = _freshHint; pass < 3; pass++, start = 0)
-            {
-                int run = 0;
-                for (int c = start; c < chunks; c++)
-                {
-                    run = _chunkUsed[c] == 0 && (_chunkReserved[c] == 0 || pass == 2) ? run + 1 : 0;
-                    if (run == need)
-                    {
-                        int firstChunk = c - need + 1;
-                        _freshHint = c + 1 < chunks ? c + 1 : 0;
-                        first = (ulong)firstChunk * ChunkFrames;
-                        return true;
-                    }
-                }
-            }
-            first = 0;
-            return false;
-        }
-
-        if (_currentChunk >= 0 && TryFindInChunk(_currentChunk, (int)count, out first)) return true;
-        for (int pass = 0, start = _freshHint; pass < 2; pass++, start = 0)
-        {
-            for (int c = start; c < chunks; c++)
-            {
-                if (_chunkUsed[c] != 0 || _chunkReserved[c] != 0) continue;
-                _currentChunk = c;
-                _freshHint = c + 1 < chunks ? c + 1 : 0;
-                first = (ulong)c * ChunkFrames;
-                return true;
-            }
-        }
-        // No untouched chunk: look for a hole big enough in a partly used one.
-        for (int c = 0; c < chunks; c++)
-        {
-            if (ChunkFrames - _chunkUsed[c] < (int)count || _chunkReserved[c] != 0) continue;
-            if (TryFindInChunk(c, (int)count, out first)) { _currentChunk = c; return true; }
-        }
-        // Last resort: free frames of reserved chunks. A reservation is a preference for
-        // contiguity, never a reason to refuse memory that is free; its owner finds the slot
-        // taken and moves on. Not made the current chunk, so later allocations look elsewhere first.
-        for (int c = 0; c < chunks; c++)
-        {
-            if (_chunkReserved[c] == 0 || ChunkFrames - _chunkUsed[c] < (int)count) continue;
-            if (TryFindInChunk(c, (int)count, out first)) return true;
-        }
-        first = 0;
-        return false;
-    }
-
-    private bool TryFindInChunk(int chunk, int count, out ulong first)
-    {
-        first = 0;
-        if (ChunkFrames - _chunkUsed[chunk] < count) return false;
-        int baseWord = chunk * (ChunkFrames / 64);
-        if (count == 1)
-        {
-            for (int w = 0; w < ChunkFrames / 64; w++)
-            {
-                ulong word = _used[baseWord + w];
-                if (word == ulong.MaxValue) continue;
-                first = (ulong)chunk * ChunkFrames + (ulong)(w * 64 + System.Numerics.BitOperations.TrailingZeroCount(~word));
-                return true;
-            }
-            return false;
-        }
-        int run = 0;
-        for (int i = 0; i < ChunkFrames; i++)
-        {
-            bool used = (_used[baseWord + (i >> 6)] & (1UL << (i & 63))) != 0;
-            run = used ? 0 : run + 1;
-            if (run == count)
-            {
-                first = (ulong)chunk * ChunkFrames + (ulong)(i - count + 1);
-                return true;
-            }
-        }
-        return false;
-    }
-
-    private void MarkLocked(ulong first, ulong count)
-    {
-        for (ulong f = first; f < first + count; f++)
-        {
-            _used[f >> 6] |= 1UL << (int)(f & 63);
-            _chunkUsed[f / ChunkFrames]++;
         }
     }
 
@@ -419,20 +274,9 @@ public sealed unsafe partial class FramePool : IDisposable
             int j = i + 1;
             while (j < _dirty.Count && _dirty[j] == _dirty[j - 1] + 1) j++;
             ulong len = (ulong)(j - i);
-            int rc = Libc.Fallocate(_fd, Libc.FALLOC_FL_PUNCH_HOLE | Libc.FALLOC_FL_KEEP_SIZE,
-                (long)(start << Paging.PageShift), (long)(len << Paging.PageShift));
-            Interlocked.Increment(ref _punchCalls);
-            if (rc != 0)
-            {
-                for (int k = i; k < j; k++) _dirty[kept++] = _dirty[k];
-                i = j;
-                continue;
-            }
-            for (ulong f = start; f < start + len; f++)
-            {
-                _used[f >> 6] &= ~(1UL << (int)(f & 63));
-                _chunkUsed[f / ChunkFrames]--;
-            }
+            if (_file.TryPunch(start, len)) _used.Clear(start, len);
+            else
+                for (int k = i; k < j; k++) _dirty[kept++] = _dirty[k]; // refused: stays dirty
             i = j;
         }
         _dirty.RemoveRange(kept, _dirty.Count - kept);
@@ -451,9 +295,7 @@ public sealed unsafe partial class FramePool : IDisposable
             if (_disposed != 0) return;
             if (_inUse != 0) throw new InvalidOperationException($"{_inUse} frames of the pool are still in use");
             _disposed = 1;
-            Libc.Munmap((nint)_linear, (nuint)Capacity);
-            Libc.Munmap((nint)_refs, _refsBytes);
-            Libc.Close(_fd);
+            _file.Close();
         }
         Disposed?.Invoke(this);
     }
