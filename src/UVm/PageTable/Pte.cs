@@ -60,7 +60,7 @@ internal static class Pte
         if ((prop.PrivFlags & PrivilegedPageFlags.User) != 0) pte |= User;
         if ((prop.PrivFlags & PrivilegedPageFlags.Global) != 0) pte |= Global;
         if ((prop.PrivFlags & PrivilegedPageFlags.Avail1) != 0) pte |= Untracked;
-        pte |= (ulong)prop.Cache << CacheShift;
+        pte |= ((ulong)prop.Cache & 7) << CacheShift; // its 3-bit field only: never bits 62 and 63 (no-execute)
         return pte;
     }
 
