@@ -109,6 +109,9 @@ internal sealed partial class PtCursor
     private void RestoreLeaf(ulong va, int level, ulong pte)
     {
         Jump(va);
+        // Jump stays in the node it is in when that node covers va: below the leaf's level (in
+        // the pieces of a huge entry split after this change) climb back to it first.
+        while (_level < level) LevelUp();
         while (_level > level)
         {
             ulong cur = CurPte;
