@@ -122,6 +122,8 @@ internal sealed unsafe class FrameFile
     /// <summary>Unmaps the linear map and the metadata and closes the memfd. Called once, by the pool, when no frame is in use.</summary>
     internal void Close()
     {
+        // SAFETY: the pool calls this once, under its lock, with no frame in use and its disposed
+        // flag set, so no handle, mapping or reference-count read can reach either mapping again.
         Libc.Munmap((nint)Linear, (nuint)Capacity);
         Libc.Munmap((nint)Refs, _refsBytes);
         Libc.Close(Fd);
