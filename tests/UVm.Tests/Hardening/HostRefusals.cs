@@ -82,6 +82,38 @@ public sealed class HostRefusals
     }
 
     [Test]
+    public void A_refused_batch_that_protected_then_split_a_huge_entry_is_undone_whole()
+    {
+        using var io = IoMem.CreateAnonymous(Paging.HugePageSize);
+        const ulong Va2M = 4UL << 20;
+        // Cursors wider than the entry, so it is a leaf of their own node (a cursor exactly one
+        // entry wide works a level lower and maps base pages).
+        var wide = VaddrRange.FromLength(Va2M - Paging.HugePageSize, 3 * Paging.HugePageSize);
+        using (CursorMut c = _space.CursorMut(wide))
+        {
+            c.Jump(Va2M);
+            c.MapIoMem(io, PageProperty.New(PageFlags.RW), Paging.HugePageSize, 0);
+        }
+        var before = SpaceState.Of(_space);
+        Assert.That(before.Slots.Single().Range.Length, Is.EqualTo(Paging.HugePageSize), "precondition: one 2 MiB entry");
+        using (CursorMut c = _space.CursorMut(wide))
+        {
+            c.Jump(Va2M);
+            // The whole entry loses W, then a page of it is unmapped (splitting it), in one batch.
+            Assert.That(c.ProtectNext(Paging.HugePageSize, (ref PageFlags f, ref CachePolicy _) => f = PageFlags.R), Is.Not.Null);
+            c.Jump(Va2M + Page);
+            using (HostRefusal.Arm(HostCallSite.Mmap, ENOMEM, count: 1))
+                Assert.That(ErrorOf(() => c.Unmap(Page)), Is.EqualTo(UVmError.HostNoMemory));
+        }
+        // Page by page the same as before: every page read-write again, none missing.
+        List<MappedSlot> now = MappedSlots(_space);
+        Assert.That(now.Sum(s => (long)s.Range.Length), Is.EqualTo((long)Paging.HugePageSize));
+        Assert.That(now.All(s => s.Prop.Flags.HasFlag(PageFlags.RW) && s.Io), Is.True, string.Join(", ", now));
+        Assert.That(MirrorDiffs(_space), Is.Empty);
+        Assert.That(Write(_space, Va2M + 3 * Page, new byte[8]).IsOk, Is.True);
+    }
+
+    [Test]
     public void A_refused_unmap_leaves_everything_mapped()
     {
         MapFilled(_space, 0x40_0000, 0x22);
