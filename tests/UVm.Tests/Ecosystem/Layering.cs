@@ -44,6 +44,30 @@ public sealed class Layering
     }
 
     [Test]
+    public void The_dependencies_between_layers_point_down_only()
+    {
+        // The whole matrix, printed for the record (docs/ARCHITECTURE.md draws it).
+        var lines = new List<string>();
+        var upward = new List<string>();
+        for (int i = 0; i < s_layers.Length; i++)
+        {
+            var uses = new List<string>();
+            for (int j = 0; j < s_layers.Length; j++)
+            {
+                if (i == j || s_layers[j] == "UVm") continue;
+                bool used = !Types.InAssembly(s_uvm).That().ResideInNamespaceMatching("^" + s_layers[i].Replace(".", @"\.") + "$")
+                    .ShouldNot().HaveDependencyOn(s_layers[j]).GetResult().IsSuccessful;
+                if (!used) continue;
+                uses.Add(s_layers[j]);
+                if (j > i) upward.Add($"{s_layers[i]} -> {s_layers[j]}");
+            }
+            lines.Add($"{s_layers[i]} uses {(uses.Count == 0 ? "Common only" : string.Join(", ", uses))}");
+        }
+        TestContext.Progress.WriteLine("[layering]\n  " + string.Join("\n  ", lines));
+        Assert.That(upward, Is.Empty);
+    }
+
+    [Test]
     public void Every_type_lives_in_a_layer()
     {
         var stray = s_uvm.GetTypes()
