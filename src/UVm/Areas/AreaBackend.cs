@@ -30,39 +30,3 @@ public abstract record AreaBackend
     /// <param name="Offset">Byte offset into the region (page aligned).</param>
     public sealed record LinearIoMem(IoMem IoMem, ulong Offset) : AreaBackend;
 }
-
-/// <summary>A range of guest addresses with its rights and backend.</summary>
-/// <param name="Range">The area, <c>[Start, End)</c>.</param>
-/// <param name="Flags">The rights any page of the area may have.</param>
-/// <param name="Backend">Where the pages come from.</param>
-public sealed record VmArea(VaddrRange Range, PageFlags Flags, AreaBackend Backend)
-{
-    /// <summary>The part <c>[start, end)</c> of this area, its linear offset moved accordingly.</summary>
-    internal VmArea Slice(ulong start, ulong end)
-    {
-        ulong shift = start - Range.Start;
-        AreaBackend backend = Backend switch
-        {
-            AreaBackend.LinearFrames f => f with { Offset = f.Offset + shift },
-            AreaBackend.LinearIoMem io => io with { Offset = io.Offset + shift },
-            _ => Backend,
-        };
-        return new VmArea(new VaddrRange(start, end), Flags, backend);
-    }
-}
-
-/// <summary>Options of <see cref="AddressSpace.Map"/>: where, how aligned, with which rights.</summary>
-public sealed record VmMapOptions
-{
-    /// <summary>The fixed address of the mapping, or null to take the first free range.</summary>
-    public ulong? Addr { get; init; }
-
-    /// <summary>Alignment of the chosen address: a power of two, at least the page size. Default: the page size.</summary>
-    public ulong Align { get; init; } = Paging.PageSize;
-
-    /// <summary>Rights of the mapping. Default: read-only.</summary>
-    public PageFlags Flags { get; init; } = PageFlags.R;
-
-    /// <summary>Whether a fixed mapping may replace existing ones. Requires <see cref="Addr"/>.</summary>
-    public bool CanOverwrite { get; init; }
-}
