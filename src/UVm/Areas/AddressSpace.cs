@@ -25,7 +25,7 @@ public sealed class AddressSpace : IDisposable
 
     private readonly ReaderWriterLockSlim _lock = new(LockRecursionPolicy.NoRecursion);
     private readonly SortedList<ulong, VmArea> _areas = new();
-    private readonly FrameReservations _reservations;
+    private readonly RegionChunks _chunks;
     private int _faultAround = 16;
     private int _disposed;
 
@@ -39,7 +39,7 @@ public sealed class AddressSpace : IDisposable
     private AddressSpace(VmSpace space)
     {
         Space = space;
-        _reservations = new FrameReservations(space.Pool);
+        _chunks = new RegionChunks(space.Pool);
         s_owners.Add(space, this);
     }
 
@@ -133,7 +133,7 @@ public sealed class AddressSpace : IDisposable
             {
                 // Back to the reserved state the range had, so no budget check can refuse the undo.
                 using (CursorMut c = Space.CursorMut(range)) c.Unmap(range.Length, checkBudget: false);
-                _reservations.ReleaseUnused(range, OverlapsLocked); // else a failed populate keeps its chunks from every later allocation
+                _chunks.ReleaseUnused(range, OverlapsLocked); // else a failed populate keeps its chunks from every later allocation
                 throw;
             }
             _areas.Add(range.Start, area);
@@ -287,7 +287,7 @@ public sealed class AddressSpace : IDisposable
         if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
         GC.SuppressFinalize(this);
         Space.Dispose();
-        _reservations.Dispose();
+        _chunks.Dispose();
         s_owners.Remove(Space);
     }
 
@@ -297,7 +297,7 @@ public sealed class AddressSpace : IDisposable
     /// </summary>
     ~AddressSpace()
     {
-        _reservations?.Dispose(); // null when the constructor threw
+        _chunks?.Dispose(); // null when the constructor threw
     }
 
     // ---- the default page-fault handler -------------------------------------------------
@@ -405,7 +405,7 @@ public sealed class AddressSpace : IDisposable
                     try
                     {
                         // The last reference gets write access, no copy; else a frame for the copy.
-                        copies.Add((va, old, Space.Pool.ReferenceCountOf(old) == 1 ? NoCopy : _reservations.AllocFor(va)));
+                        copies.Add((va, old, Space.Pool.ReferenceCountOf(old) == 1 ? NoCopy : _chunks.AllocFor(va)));
                     }
                     catch (UVmException e) when ((e.Error is UVmError.NoMemory or UVmError.HostMappingLimit) && va != page)
                     {
@@ -495,7 +495,7 @@ public sealed class AddressSpace : IDisposable
                 if (c.QuerySlot().IsMapped) continue;
                 try
                 {
-                    c.MapOwnedFrame(_reservations.AllocFor(va), prop, populate: true);
+                    c.MapOwnedFrame(_chunks.AllocFor(va), prop, populate: true);
                     filled++;
                 }
                 catch (UVmException e) when ((e.Error is UVmError.NoMemory or UVmError.HostMappingLimit) && va != page)
@@ -530,7 +530,7 @@ public sealed class AddressSpace : IDisposable
                 using (CursorMut c = Space.CursorMut(area.Range))
                 {
                     for (ulong va = area.Range.Start; va < area.Range.End; va += Paging.PageSize)
-                        c.MapOwnedFrame(_reservations.AllocFor(va), prop, populate: false);
+                        c.MapOwnedFrame(_chunks.AllocFor(va), prop, populate: false);
                 }
                 break;
             case AreaBackend.LinearFrames f:
@@ -556,7 +556,7 @@ public sealed class AddressSpace : IDisposable
         SplitAtLocked(range.End);
         foreach (VmArea area in AreasInLocked(range)) _areas.Remove(area.Range.Start);
         using (CursorMut c = Space.CursorMut(range)) c.Unmap(range.Length);
-        _reservations.ReleaseUnused(range, OverlapsLocked);
+        _chunks.ReleaseUnused(range, OverlapsLocked);
     }
 
     /// <summary>Splits the area containing <paramref name="va"/> (if any, and if it does not start there) in two.</summary>

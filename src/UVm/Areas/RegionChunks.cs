@@ -3,18 +3,24 @@ using UVm.Frames;
 namespace UVm.Areas;
 
 /// <summary>
-/// Per space, one reserved pool chunk per 2 MiB region of guest addresses: the frame for page
-/// <c>i</c> of the region is taken from slot <c>i</c> of the chunk, so pages contiguous in
-/// guest address are contiguous in <c>Paddr</c> and the host merges their mappings into one.
-/// When the slot is taken (a frame still shared with a forked space sits there), the region
-/// moves to a fresh chunk. Thread-safe.
+/// The chunk each 2 MiB region of this address space's lazy and populated areas allocates its
+/// frames from: one pool chunk per region, so the frame for page <c>i</c> of the region is taken
+/// from slot <c>i</c> of its chunk, pages contiguous in guest address are contiguous in
+/// <c>Paddr</c>, and the host merges their mappings into one. When the slot is taken (a frame
+/// still shared with a forked space sits there), the region moves to a fresh chunk. Thread-safe.
 /// </summary>
-internal sealed class FrameReservations : IDisposable
+/// <remarks>
+/// The frame pool's chunk reservations are the mechanism (a chunk set aside for one owner, see
+/// <see cref="FramePool.ReserveChunk"/>); this is one owner's policy over them, keyed by guest
+/// region: which chunk a region uses, when it moves to another, and when an unmap gives the
+/// chunks of regions no area uses any more back.
+/// </remarks>
+internal sealed class RegionChunks : IDisposable
 {
     private readonly FramePool _pool;
     private readonly Dictionary<ulong, int> _chunks = new();
 
-    internal FrameReservations(FramePool pool) => _pool = pool;
+    internal RegionChunks(FramePool pool) => _pool = pool;
 
     /// <summary>Allocates a zeroed frame for guest page <paramref name="va"/> at its slot; one reference, owned by the caller.</summary>
     internal ulong AllocFor(ulong va)
@@ -48,7 +54,7 @@ internal sealed class FrameReservations : IDisposable
     }
 
     /// <summary>
-    /// Gives back the reservations of the 2 MiB regions that <paramref name="range"/> touches and
+    /// Gives back the chunks of the 2 MiB regions that <paramref name="range"/> touches and
     /// that no area uses any more (<paramref name="inUse"/> says whether one overlaps a region).
     /// </summary>
     internal void ReleaseUnused(VaddrRange range, Func<VaddrRange, bool> inUse)
