@@ -24,21 +24,22 @@ public sealed class AddressSpace : IDisposable
     private static readonly ConditionalWeakTable<VmSpace, AddressSpace> s_owners = new();
 
     private readonly ReaderWriterLockSlim _lock = new(LockRecursionPolicy.NoRecursion);
-    private readonly SortedList<ulong, VmArea> _areas = new();
+    private readonly AreaSet _areas;
     private readonly RegionChunks _chunks;
     private int _faultAround = 16;
     private int _disposed;
 
     /// <summary>Creates an empty address space over a new <see cref="VmSpace"/>.</summary>
     /// <exception cref="ArgumentException">Invalid <paramref name="options"/> (see <see cref="VmSpace(VmSpaceOptions)"/>).</exception>
-    public AddressSpace(VmSpaceOptions? options = null) : this(new VmSpace(options))
+    public AddressSpace(VmSpaceOptions? options = null) : this(new VmSpace(options), null)
     {
         Space.RegisterPageFaultHandler(DefaultHandler);
     }
 
-    private AddressSpace(VmSpace space)
+    private AddressSpace(VmSpace space, AreaSet? areas)
     {
         Space = space;
+        _areas = areas ?? new AreaSet(space.Size);
         _chunks = new RegionChunks(space.Pool);
         s_owners.Add(space, this);
     }
@@ -78,7 +79,7 @@ public sealed class AddressSpace : IDisposable
         get
         {
             _lock.EnterReadLock();
-            try { return _areas.Values.ToArray(); }
+            try { return _areas.ToArray(); }
             finally { _lock.ExitReadLock(); }
         }
     }
@@ -114,7 +115,7 @@ public sealed class AddressSpace : IDisposable
             {
                 range = VaddrRange.FromLength(addr, length);
                 if (range.End > Space.Size) ThrowHelper.UVm(UVmError.InvalidArgs, $"{range} passes the end of the space");
-                if (OverlapsLocked(range))
+                if (_areas.Overlaps(range))
                 {
                     if (!options.CanOverwrite) ThrowHelper.UVm(UVmError.MapAlreadyMappedVaddr, $"{range} overlaps an existing area");
                     UnmapLocked(range);
@@ -122,7 +123,8 @@ public sealed class AddressSpace : IDisposable
             }
             else
             {
-                range = FindFreeLocked(length, align);
+                if (!_areas.TryFindFree(length, align, out range))
+                    ThrowHelper.UVm(UVmError.NoMemory, $"no free range of 0x{length:x} bytes aligned to 0x{align:x}");
             }
             var area = new VmArea(range, options.Flags, backend);
             try
@@ -133,10 +135,10 @@ public sealed class AddressSpace : IDisposable
             {
                 // Back to the reserved state the range had, so no budget check can refuse the undo.
                 using (CursorMut c = Space.CursorMut(range)) c.Unmap(range.Length, checkBudget: false);
-                _chunks.ReleaseUnused(range, OverlapsLocked); // else a failed populate keeps its chunks from every later allocation
+                _chunks.ReleaseUnused(range, _areas.Overlaps); // else a failed populate keeps its chunks from every later allocation
                 throw;
             }
-            _areas.Add(range.Start, area);
+            _areas.Add(area);
             return range.Start;
         }
         finally
@@ -171,9 +173,7 @@ public sealed class AddressSpace : IDisposable
         _lock.EnterWriteLock();
         try
         {
-            SplitAtLocked(range.Start);
-            SplitAtLocked(range.End);
-            List<VmArea> areas = AreasInLocked(range);
+            List<VmArea> areas = _areas.SplitAround(range);
             if (areas.Count == 0) return;
             try
             {
@@ -181,7 +181,7 @@ public sealed class AddressSpace : IDisposable
                 using CursorMut c = Space.CursorMut(new VaddrRange(areas[0].Range.Start, areas[^1].Range.End));
                 foreach (VmArea area in areas)
                 {
-                    _areas[area.Range.Start] = area with { Flags = flags };
+                    _areas.Replace(area with { Flags = flags });
                     bool privatePages = area.Backend is AreaBackend.Alloc;
                     c.Jump(area.Range.Start);
                     while (c.VirtAddr < area.Range.End &&
@@ -198,7 +198,7 @@ public sealed class AddressSpace : IDisposable
             }
             catch
             {
-                foreach (VmArea area in areas) _areas[area.Range.Start] = area; // the table was left as it was
+                foreach (VmArea area in areas) _areas.Replace(area); // the table was left as it was
                 throw;
             }
         }
@@ -236,8 +236,7 @@ public sealed class AddressSpace : IDisposable
         try
         {
             VmSpace childSpace = Space.ForkCopyOnWrite();
-            var child = new AddressSpace(childSpace) { _faultAround = _faultAround };
-            foreach (VmArea area in _areas.Values) child._areas.Add(area.Range.Start, area);
+            var child = new AddressSpace(childSpace, _areas.Clone()) { _faultAround = _faultAround };
             return child;
         }
         finally
@@ -310,13 +309,13 @@ public sealed class AddressSpace : IDisposable
         if (!_lock.TryEnterReadLock(Timeout.Infinite)) return false;
         try
         {
-            if (_disposed != 0 || !TryFindLocked(info.Address, out VmArea? area))
+            if (_disposed != 0 || !_areas.TryFind(info.Address, out VmArea? area))
             {
                 Interlocked.Increment(ref Stats._refused);
                 return false;
             }
             PageFlags need = FaultRights.Needed(info.Access);
-            if ((area!.Flags & need) == 0)
+            if ((area.Flags & need) == 0)
             {
                 Interlocked.Increment(ref Stats._refused);
                 return false;
@@ -552,60 +551,9 @@ public sealed class AddressSpace : IDisposable
 
     private void UnmapLocked(VaddrRange range)
     {
-        SplitAtLocked(range.Start);
-        SplitAtLocked(range.End);
-        foreach (VmArea area in AreasInLocked(range)) _areas.Remove(area.Range.Start);
+        _areas.Remove(range);
         using (CursorMut c = Space.CursorMut(range)) c.Unmap(range.Length);
-        _chunks.ReleaseUnused(range, OverlapsLocked);
-    }
-
-    /// <summary>Splits the area containing <paramref name="va"/> (if any, and if it does not start there) in two.</summary>
-    private void SplitAtLocked(ulong va)
-    {
-        if (!TryFindLocked(va, out VmArea? area) || area!.Range.Start == va) return;
-        _areas[area.Range.Start] = area.Slice(area.Range.Start, va);
-        _areas.Add(va, area.Slice(va, area.Range.End));
-    }
-
-    private List<VmArea> AreasInLocked(VaddrRange range)
-    {
-        var result = new List<VmArea>();
-        foreach (VmArea a in _areas.Values)
-        {
-            if (a.Range.Start >= range.End) break;
-            if (a.Range.End > range.Start) result.Add(a);
-        }
-        return result;
-    }
-
-    private bool OverlapsLocked(VaddrRange range) => AreasInLocked(range).Count > 0;
-
-    private bool TryFindLocked(ulong va, out VmArea? area)
-    {
-        IList<ulong> keys = _areas.Keys;
-        int lo = 0, hi = keys.Count - 1, found = -1;
-        while (lo <= hi)
-        {
-            int mid = (lo + hi) >> 1;
-            if (keys[mid] <= va) { found = mid; lo = mid + 1; }
-            else hi = mid - 1;
-        }
-        area = found >= 0 && _areas.Values[found].Range.Contains(va) ? _areas.Values[found] : null;
-        return area != null;
-    }
-
-    private VaddrRange FindFreeLocked(ulong length, ulong align)
-    {
-        // Guest address 0 stays unmapped so a null guest pointer always faults.
-        ulong candidate = Math.Max(align, Paging.PageSize);
-        foreach (VmArea a in _areas.Values)
-        {
-            if (candidate + length <= a.Range.Start) break;
-            if (a.Range.End > candidate) candidate = (a.Range.End + align - 1) & ~(align - 1);
-        }
-        if (candidate + length < candidate || candidate + length > Space.Size)
-            ThrowHelper.UVm(UVmError.NoMemory, $"no free range of 0x{length:x} bytes aligned to 0x{align:x}");
-        return new VaddrRange(candidate, candidate + length);
+        _chunks.ReleaseUnused(range, _areas.Overlaps);
     }
 
     private void CheckBackend(AreaBackend backend, ulong length)
