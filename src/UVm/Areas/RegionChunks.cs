@@ -22,8 +22,10 @@ internal sealed class RegionChunks : IDisposable
 
     internal RegionChunks(FramePool pool) => _pool = pool;
 
-    /// <summary>Allocates a zeroed frame for guest page <paramref name="va"/> at its slot; one reference, owned by the caller.</summary>
-    internal ulong AllocFor(ulong va)
+    /// <summary>Allocates a zeroed frame for guest page <paramref name="va"/> at its slot; its one reference is the caller's.</summary>
+    internal OwnedFrame AllocFor(ulong va) => new(_pool, AllocPaddrFor(va));
+
+    private ulong AllocPaddrFor(ulong va)
     {
         ulong region = va >> 21;
         ulong slot = (va >> Paging.PageShift) & (FramePool.ChunkFrames - 1);
