@@ -6,10 +6,10 @@ using UVm.Spaces;
 namespace UVm.Areas;
 
 // The default page-fault handler and prefault. The handler finds the area, checks its rights and
-// picks one of four policies: a page that is not present gets a zeroed frame in a lazy private
-// area (DemandZero.cs) or is mapped again in a linear one (RemapLinear); a write to a private
-// page that lacks W is copy-on-write (CopyOnWrite.cs); any other fault on a mapped page gets
-// back the rights its area allows (RestoreRights).
+// picks one of four policies: a page that is not present is its backend's (demand-zero for a
+// lazy private area, DemandZero.cs; mapped again for a linear one); a write to a private page
+// that lacks W is copy-on-write (CopyOnWrite.cs); any other fault on a mapped page gets back
+// the rights its area allows (RestoreRights).
 public sealed partial class AddressSpace
 {
     /// <summary>
@@ -83,9 +83,9 @@ public sealed partial class AddressSpace
             if (!slot.IsMapped)
             {
                 c.Dispose();
-                return area.Backend is AreaBackend.Alloc ? DemandZero.Resolve(this, area, page) : RemapLinear(area, page);
+                return area.Backend.ResolveNotPresent(this, area, page);
             }
-            bool privatePage = area.Backend is AreaBackend.Alloc && slot.IsTracked;
+            bool privatePage = area.Backend.HasPrivatePages && slot.IsTracked;
             if (info.Access != PageFaultAccess.Write || !privatePage) return RestoreRights(c, area, privatePage);
             c.Dispose();
             return CopyOnWrite.Resolve(this, area, page);
@@ -106,13 +106,6 @@ public sealed partial class AddressSpace
         {
             _lock.ExitReadLock();
         }
-    }
-
-    /// <summary>Maps the linear page again (it can go missing only if someone unmapped it through the space directly).</summary>
-    private bool RemapLinear(VmArea area, ulong page)
-    {
-        MapAtOnce(area.Slice(page, page + Paging.PageSize));
-        return true;
     }
 
     /// <summary>

@@ -102,7 +102,7 @@ public sealed partial class AddressSpace : IDisposable
         if (align < Paging.PageSize || (align & (align - 1)) != 0) ThrowHelper.Argument("the alignment must be a power of two of at least a page", nameof(options));
         if (options.CanOverwrite && options.Addr is null) ThrowHelper.Argument("overwriting needs a fixed address", nameof(options));
         if (options.Addr is { } fixedAddr && (fixedAddr & (align - 1)) != 0) ThrowHelper.Argument("the address is not aligned as asked", nameof(options));
-        CheckBackend(backend, length);
+        backend.Validate(Space, length);
 
         _lock.EnterWriteLock();
         try
@@ -126,7 +126,7 @@ public sealed partial class AddressSpace : IDisposable
             var area = new VmArea(range, options.Flags, backend);
             try
             {
-                MapAtOnce(area);
+                backend.MapAtOnce(this, area);
             }
             catch
             {
@@ -179,7 +179,7 @@ public sealed partial class AddressSpace : IDisposable
                 foreach (VmArea area in areas)
                 {
                     _areas.Replace(area with { Flags = flags });
-                    bool privatePages = area.Backend is AreaBackend.Alloc;
+                    bool privatePages = area.Backend.HasPrivatePages;
                     c.Jump(area.Range.Start);
                     while (c.VirtAddr < area.Range.End &&
                            c.ProtectNext(area.Range.End - c.VirtAddr, (ref PageFlags f, ref CachePolicy _) =>
@@ -268,54 +268,6 @@ public sealed partial class AddressSpace : IDisposable
         _areas.Remove(range);
         using (CursorMut c = Space.CursorMut(range)) c.Unmap(range.Length);
         _chunks.ReleaseUnused(range, _areas.Overlaps);
-    }
-
-    private void CheckBackend(AreaBackend backend, ulong length)
-    {
-        switch (backend)
-        {
-            case AreaBackend.LinearFrames f:
-                if (!Paging.IsAligned(f.Offset)) ThrowHelper.Argument("the linear offset must be page aligned", nameof(backend));
-                if (!ReferenceEquals(f.Segment.Pool, Space.Pool)) ThrowHelper.Argument("the segment belongs to another pool", nameof(backend));
-                if (f.Offset > f.Segment.Size || f.Segment.Size - f.Offset < length)
-                    ThrowHelper.UVm(UVmError.InvalidArgs, "the segment is smaller than the mapping");
-                break;
-            case AreaBackend.LinearIoMem io:
-                if (!Paging.IsAligned(io.Offset)) ThrowHelper.Argument("the linear offset must be page aligned", nameof(backend));
-                if (io.Offset > io.IoMem.Size || io.IoMem.Size - io.Offset < length)
-                    ThrowHelper.UVm(UVmError.InvalidArgs, "the I/O memory is smaller than the mapping");
-                break;
-        }
-    }
-
-    /// <summary>Maps the pages of <paramref name="area"/> that exist as soon as it does (linear areas, populated ones).</summary>
-    internal void MapAtOnce(VmArea area)
-    {
-        PageProperty prop = PageProperty.New(area.Flags);
-        switch (area.Backend)
-        {
-            case AreaBackend.Alloc { Populate: true }:
-                using (CursorMut c = Space.CursorMut(area.Range))
-                {
-                    for (ulong va = area.Range.Start; va < area.Range.End; va += Paging.PageSize)
-                        _chunks.AllocFor(va).MapInto(c, prop, populate: false);
-                }
-                break;
-            case AreaBackend.LinearFrames f:
-                using (CursorMut c = Space.CursorMut(area.Range))
-                {
-                    ulong first = f.Offset / Paging.PageSize;
-                    for (ulong i = 0; i < area.Range.Length / Paging.PageSize; i++)
-                    {
-                        using var frame = f.Segment.FrameAt(first + i);
-                        c.Map(frame, prop);
-                    }
-                }
-                break;
-            case AreaBackend.LinearIoMem io:
-                using (CursorMut c = Space.CursorMut(area.Range)) c.MapIoMem(io.IoMem, prop, area.Range.Length, io.Offset);
-                break;
-        }
     }
 
     private void CheckRange(VaddrRange range)

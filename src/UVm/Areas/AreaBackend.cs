@@ -1,32 +1,58 @@
-using UVm.Frames;
 using UVm.Spaces;
 
 namespace UVm.Areas;
 
 /// <summary>Where an area's pages come from.</summary>
-public abstract record AreaBackend
+/// <remarks>
+/// Each backend is one nested record in a file of its own (<c>AreaBackend.*.cs</c>) with its own
+/// behaviour: what it accepts, what it maps when its area is mapped, how a part of it is cut out,
+/// whether its pages are private, and how a fault on one of its pages that is not present is
+/// resolved. <see cref="AddressSpace"/> asks the backend and never looks at its type, so a new
+/// backend is one new file.
+/// </remarks>
+public abstract partial record AreaBackend
 {
+    /// <summary>The name of <see cref="AddressSpace.Map"/>'s parameter, for the argument exceptions of <see cref="Validate"/>.</summary>
+    internal const string ParamName = "backend";
+
     private protected AreaBackend() { }
 
     /// <summary>
-    /// Private memory from the frame pool. With <paramref name="Populate"/> every page gets a
-    /// zeroed frame when the area is mapped; otherwise pages are allocated on first access
-    /// (demand-zero, with fault-around). After a fork the frames are shared copy-on-write.
+    /// Checks that this backend can back an area of <paramref name="length"/> bytes of
+    /// <paramref name="space"/>, before anything changes; throws what <see cref="AddressSpace.Map"/>
+    /// documents for a bad backend. Default: anything goes.
     /// </summary>
-    /// <param name="Populate">Allocate all frames at map time.</param>
-    public sealed record Alloc(bool Populate) : AreaBackend;
+    internal virtual void Validate(VmSpace space, ulong length) { }
 
     /// <summary>
-    /// Shared memory at a fixed offset into a segment of frames: page <c>i</c> of the area maps
-    /// frame <c>Offset / PageSize + i</c>. Mapped at once; never faults for data. Writes are
-    /// shared, also across a fork. The caller keeps owning the segment handle.
+    /// Maps the pages of <paramref name="area"/> that exist as soon as it does (every page of a
+    /// linear or populated area, none of a lazy one). On failure it may leave part of the range
+    /// mapped: the caller unmaps the whole range.
     /// </summary>
-    /// <param name="Segment">The frames.</param>
-    /// <param name="Offset">Byte offset into the segment (page aligned).</param>
-    public sealed record LinearFrames(USegment Segment, ulong Offset) : AreaBackend;
+    internal abstract void MapAtOnce(AddressSpace owner, VmArea area);
 
-    /// <summary>Shared I/O memory at a fixed offset into <paramref name="IoMem"/>, mapped at once.</summary>
-    /// <param name="IoMem">The region.</param>
-    /// <param name="Offset">Byte offset into the region (page aligned).</param>
-    public sealed record LinearIoMem(IoMem IoMem, ulong Offset) : AreaBackend;
+    /// <summary>This backend for the part of an area that starts <paramref name="shift"/> bytes into it. Default: the same.</summary>
+    internal virtual AreaBackend Shifted(ulong shift) => this;
+
+    /// <summary>
+    /// Whether the area's frames of the pool are private to the space: shared with a forked
+    /// space copy-on-write, so a mapped page gets W back only through <see cref="CopyOnWrite"/>.
+    /// Default: no (shared memory, whose writes every space sees).
+    /// </summary>
+    internal virtual bool HasPrivatePages => false;
+
+    /// <summary>
+    /// Resolves a fault on <paramref name="page"/> of <paramref name="area"/>, where nothing is
+    /// mapped; true when it is resolved. Called under the address space's area lock (read), with
+    /// no cursor held; the area allows the access.
+    /// </summary>
+    internal abstract bool ResolveNotPresent(AddressSpace owner, VmArea area, ulong page);
+
+    /// <summary>Maps page <paramref name="page"/> of a linear <paramref name="area"/> again, as mapping the area mapped it.</summary>
+    internal static bool RemapPage(AddressSpace owner, VmArea area, ulong page)
+    {
+        VmArea slice = area.Slice(page, page + Paging.PageSize);
+        slice.Backend.MapAtOnce(owner, slice);
+        return true;
+    }
 }

@@ -6,16 +6,6 @@ namespace UVm.Areas;
 /// <param name="Backend">Where the pages come from.</param>
 public sealed record VmArea(VaddrRange Range, PageFlags Flags, AreaBackend Backend)
 {
-    /// <summary>The part <c>[start, end)</c> of this area, its linear offset moved accordingly.</summary>
-    internal VmArea Slice(ulong start, ulong end)
-    {
-        ulong shift = start - Range.Start;
-        AreaBackend backend = Backend switch
-        {
-            AreaBackend.LinearFrames f => f with { Offset = f.Offset + shift },
-            AreaBackend.LinearIoMem io => io with { Offset = io.Offset + shift },
-            _ => Backend,
-        };
-        return new VmArea(new VaddrRange(start, end), Flags, backend);
-    }
+    /// <summary>The part <c>[start, end)</c> of this area, its backend shifted accordingly (a linear offset moves).</summary>
+    internal VmArea Slice(ulong start, ulong end) => new(new VaddrRange(start, end), Flags, Backend.Shifted(start - Range.Start));
 }
