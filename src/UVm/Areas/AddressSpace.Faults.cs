@@ -118,7 +118,7 @@ public sealed partial class AddressSpace
         PageFlags add = area.Flags & PageFlags.RWX;
         if (privatePage) add &= ~PageFlags.W;
         c.ProtectNext(Paging.PageSize, (ref PageFlags f, ref CachePolicy _) => f |= add);
-        Interlocked.Increment(ref Stats._sharedWrites);
+        Interlocked.Increment(ref Stats._sharedWriteRestores);
         return true;
     }
 }

@@ -3,7 +3,7 @@ namespace UVm.Areas;
 /// <summary>What the default page-fault handler of an <see cref="AddressSpace"/> has done. Values only grow.</summary>
 public sealed class AreaStats
 {
-    internal long _demandZero, _demandZeroPages, _cowCopies, _cowPages, _cowTakeovers, _cowTakeoverPages, _sharedWrites, _refused;
+    internal long _demandZero, _demandZeroPages, _cowCopies, _cowPages, _cowTakeovers, _cowTakeoverPages, _sharedWriteRestores, _refused;
 
     /// <summary>Faults resolved by allocating zeroed frames (each may fill a fault-around window).</summary>
     public long DemandZeroFaults => Volatile.Read(ref _demandZero);
@@ -23,8 +23,13 @@ public sealed class AreaStats
     /// <summary>Pages given write access back by copy-on-write faults because they held their frame's last reference: each fault's page and those of its fault-around window.</summary>
     public long CopyOnWriteTakeoverPages => Volatile.Read(ref _cowTakeoverPages);
 
-    /// <summary>Write faults on shared (linear) pages resolved by restoring write access.</summary>
-    public long SharedWriteRestores => Volatile.Read(ref _sharedWrites);
+    /// <summary>
+    /// Faults on mapped pages resolved by giving back rights their area allows, such as write
+    /// access to a shared (linear) page that a fork write-protected. A private page never gets W
+    /// this way (it goes through copy-on-write).
+    /// </summary>
+    /// <remarks>The same counter as the <c>rights_restored</c> kind of <see cref="Diagnostics.PageFaultCounts"/>, under another public name; <see cref="Diagnostics.PageFaultCounts"/> says how the two counts differ.</remarks>
+    public long SharedWriteRestores => Volatile.Read(ref _sharedWriteRestores);
 
     /// <summary>Faults the handler refused (no area, or the area's rights forbid the access).</summary>
     public long Refused => Volatile.Read(ref _refused);

@@ -93,7 +93,7 @@ internal static class CopyOnWrite
                 foreach (WindowPage p in pages) p.Copy?.Dispose(); // the copies no mapping took (none, unless this failed)
             }
         }
-        // A page another thread made writable meanwhile counts as rights restored (see PageFaultCounts).
+        // A page another thread made writable meanwhile counts as rights restored (see AreaStats.SharedWriteRestores).
         if (faulting == Outcome.Copied) Interlocked.Increment(ref owner.Stats._cowCopies);
         else if (faulting == Outcome.TakenOver) Interlocked.Increment(ref owner.Stats._cowTakeovers);
         Interlocked.Add(ref owner.Stats._cowPages, copied);

@@ -10,10 +10,20 @@ namespace UVm.Diagnostics;
 /// </summary>
 /// <param name="DemandZero">Resolved by an <see cref="AddressSpace"/> allocating zeroed frames (one per fault, whatever the fault-around window filled).</param>
 /// <param name="CopyOnWrite">Write faults on a private page after a fork, resolved by an <see cref="AddressSpace"/> copying the frame or taking it over.</param>
-/// <param name="RightsRestored">Resolved by an <see cref="AddressSpace"/> giving a mapped page back rights its area allows (a shared page's write access, rights restored after <see cref="AddressSpace.Protect"/>, a linear page mapped again).</param>
+/// <param name="RightsRestored">Resolved by an <see cref="AddressSpace"/> giving a mapped page back rights its area allows (a shared page's write access, rights restored after <see cref="AddressSpace.Protect"/>, a linear page mapped again). The same counter as <see cref="AreaStats.SharedWriteRestores"/> (see the remarks).</param>
 /// <param name="UserHandler">Resolved by a page-fault handler the user registered with <see cref="VmSpace.RegisterPageFaultHandler"/>.</param>
 /// <param name="Spurious">Resolved by re-installing a host mapping the page table already allowed (lazy host mirroring).</param>
 /// <param name="Unresolved">Not resolved: reported as <see cref="UVmError.PageFault"/>.</param>
+/// <remarks>
+/// One counter, two public names: <see cref="RightsRestored"/> (kind <c>rights_restored</c>) is
+/// what an <see cref="AddressSpace"/>'s own statistics call <see cref="AreaStats.SharedWriteRestores"/>;
+/// both names are public and stay. They count the same faults but are not always equal:
+/// <see cref="RightsRestored"/> is derived from the space's handled faults minus demand-zero and
+/// copy-on-write faults, so it also takes in the two other faults the handler resolves without
+/// a kind of its own (a linear page mapped again after it was unmapped through the space
+/// directly, and a copy-on-write fault whose page another thread had made writable first), which
+/// <see cref="AreaStats.SharedWriteRestores"/> leaves out.
+/// </remarks>
 public readonly record struct PageFaultCounts(long DemandZero, long CopyOnWrite, long RightsRestored, long UserHandler, long Spurious, long Unresolved)
 {
     /// <summary>Tag value of <see cref="DemandZero"/>.</summary>
@@ -53,8 +63,8 @@ public readonly record struct PageFaultCounts(long DemandZero, long CopyOnWrite,
         long copyOnWrite = areas.CopyOnWriteCopies + areas.CopyOnWriteTakeovers;
         // The areas layer counts a fault before the space counts it as handled: while one is in
         // flight the difference can be one short, never more than the faults in flight.
-        long restored = Math.Max(0, handled - demandZero - copyOnWrite);
-        return new PageFaultCounts(demandZero, copyOnWrite, restored, 0, spurious, unresolved);
+        long rightsRestored = Math.Max(0, handled - demandZero - copyOnWrite);
+        return new PageFaultCounts(demandZero, copyOnWrite, rightsRestored, 0, spurious, unresolved);
     }
 
     /// <summary>The kinds with their tag values, in a fixed order.</summary>
