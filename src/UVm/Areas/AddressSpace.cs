@@ -233,8 +233,7 @@ public sealed partial class AddressSpace : IDisposable
         try
         {
             VmSpace childSpace = Space.ForkCopyOnWrite();
-            var child = new AddressSpace(childSpace, _areas.Clone()) { _faultAround = _faultAround };
-            return child;
+            return new AddressSpace(childSpace, _areas.Clone()) { _faultAround = _faultAround };
         }
         finally
         {
