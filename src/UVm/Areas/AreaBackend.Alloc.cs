@@ -20,7 +20,7 @@ public abstract partial record AreaBackend
             PageProperty prop = PageProperty.New(area.Flags);
             using CursorMut c = owner.Space.CursorMut(area.Range);
             for (ulong va = area.Range.Start; va < area.Range.End; va += Paging.PageSize)
-                owner.Chunks.AllocFor(va).MapInto(c, prop, populate: false);
+                owner.Chunks.MapNewFrame(c, va, prop, populate: false);
         }
 
         internal override bool ResolveNotPresent(AddressSpace owner, VmArea area, ulong page) => DemandZero.Resolve(owner, area, page);

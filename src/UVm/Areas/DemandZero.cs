@@ -27,7 +27,7 @@ internal static class DemandZero
                 if (c.QuerySlot().IsMapped) continue;
                 try
                 {
-                    owner.Chunks.AllocFor(va).MapInto(c, prop, populate: true);
+                    owner.Chunks.MapNewFrame(c, va, prop, populate: true);
                     filled++;
                 }
                 catch (UVmException e) when ((e.Error is UVmError.NoMemory or UVmError.HostMappingLimit) && va != page)

@@ -1,4 +1,5 @@
 using UVm.Frames;
+using UVm.Spaces;
 
 namespace UVm.Areas;
 
@@ -24,6 +25,16 @@ internal sealed class RegionChunks : IDisposable
 
     /// <summary>Allocates a zeroed frame for guest page <paramref name="va"/> at its slot; its one reference is the caller's.</summary>
     internal OwnedFrame AllocFor(ulong va) => new(_pool, AllocPaddrFor(va));
+
+    /// <summary>
+    /// Allocates a zeroed frame for the page at <paramref name="va"/> and maps it at
+    /// <paramref name="cursor"/>'s page straight away: the reference passes to the mapping at once
+    /// (or is dropped if the cursor refuses it), so nothing holds it in between. The fault path's
+    /// form of <see cref="AllocFor"/> followed by <see cref="OwnedFrame.MapInto"/>, without an
+    /// object per page.
+    /// </summary>
+    internal void MapNewFrame(CursorMut cursor, ulong va, PageProperty prop, bool populate) =>
+        cursor.MapOwnedFrame(AllocPaddrFor(va), prop, populate);
 
     private ulong AllocPaddrFor(ulong va)
     {
