@@ -24,5 +24,7 @@ public abstract partial record AreaBackend
         }
 
         internal override bool ResolveNotPresent(AddressSpace owner, VmArea area, ulong page) => DemandZero.Resolve(owner, area, page);
+
+        internal override string Describe() => Populate ? "alloc (populated)" : "alloc (demand-zero)";
     }
 }

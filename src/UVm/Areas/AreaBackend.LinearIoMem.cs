@@ -26,5 +26,7 @@ public abstract partial record AreaBackend
 
         /// <summary>Maps the page again: it goes missing only if someone unmapped it through the space directly.</summary>
         internal override bool ResolveNotPresent(AddressSpace owner, VmArea area, ulong page) => RemapPage(owner, area, page);
+
+        internal override string Describe() => $"linear iomem (region {IoMem.Paddr:x12}, offset 0x{Offset:x})";
     }
 }

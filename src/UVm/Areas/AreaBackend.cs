@@ -41,6 +41,9 @@ public abstract partial record AreaBackend
     /// </summary>
     internal virtual bool HasPrivatePages => false;
 
+    /// <summary>How the area's pages come to be, in a few words, for maps-style dumps (addresses as 12 hex digits).</summary>
+    internal abstract string Describe();
+
     /// <summary>
     /// Resolves a fault on <paramref name="page"/> of <paramref name="area"/>, where nothing is
     /// mapped; true when it is resolved. Called under the address space's area lock (read), with

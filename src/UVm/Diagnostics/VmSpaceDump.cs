@@ -89,7 +89,7 @@ public static class VmSpaceDump
         {
             Outside(runs, covered, area.Range.Start, outside);
             covered = area.Range.End;
-            text.Append($"area {MappingRun.Hex(area.Range.Start)}-{MappingRun.Hex(area.Range.End)} {MappingRun.RightsText(area.Flags)} {KindOf(area.Backend)}\n");
+            text.Append($"area {MappingRun.Hex(area.Range.Start)}-{MappingRun.Hex(area.Range.End)} {MappingRun.RightsText(area.Flags)} {area.Backend.Describe()}\n");
             foreach (MappingRun run in Within(runs, area.Range.Start, area.Range.End))
                 text.Append("  ").Append(run.Line("not present")).Append('\n');
         }
@@ -105,16 +105,6 @@ public static class VmSpaceDump
             $"takeovers {s.CopyOnWriteTakeovers} ({Count(s.CopyOnWriteTakeoverPages, "page")}), rights restored {s.SharedWriteRestores}, refused {s.Refused}\n");
         return text.ToString();
     }
-
-    /// <summary>How an area's pages come to be, as a dump names it.</summary>
-    internal static string KindOf(AreaBackend backend) => backend switch
-    {
-        AreaBackend.Alloc { Populate: true } => "alloc (populated)",
-        AreaBackend.Alloc => "alloc (demand-zero)",
-        AreaBackend.LinearFrames f => $"linear frames (segment {MappingRun.Hex(f.Segment.Paddr)}, offset 0x{f.Offset:x})",
-        AreaBackend.LinearIoMem io => $"linear iomem (region {MappingRun.Hex(io.IoMem.Paddr)}, offset 0x{io.Offset:x})",
-        _ => backend.GetType().Name,
-    };
 
     private static VmSpaceStatistics Statistics(VmSpace space, IReadOnlyList<MappingRun> runs)
     {
