@@ -177,33 +177,12 @@ public abstract class AreaFixture
         Pages(space, Span(va, Page)).TryGetValue(va, out PageInfo p) ? p : null;
 
     /// <summary>Every slot of <paramref name="range"/> in plain words: the state a failed call must leave unchanged.</summary>
-    protected static List<string> Snapshot(AddressSpace space, VaddrRange range)
-    {
-        var slots = new List<string>();
-        foreach ((VaddrRange slot, VmQueriedItem? item) in space.QueryRange(range))
-        {
-            using (item)
-            {
-                slots.Add(item switch
-                {
-                    null => $"{slot} hole",
-                    MappedRam ram => $"{slot} ram 0x{ram.Frame.Paddr:x} {ram.Prop}",
-                    MappedIoMem io => $"{slot} io 0x{io.Paddr:x} {io.Prop}",
-                    _ => throw new InvalidOperationException("unknown item"),
-                });
-            }
-        }
-        return slots;
-    }
+    protected static List<string> Snapshot(AddressSpace space, VaddrRange range) => GuestMemory.Describe(space.QueryRange(range));
 
     /// <summary>Asserts that the host mirrors the page table of every given space.</summary>
     protected static void AssertHostMirrors(params AddressSpace[] spaces)
     {
-        foreach (AddressSpace s in spaces)
-        {
-            MirrorReport diffs = HostMirror.Compare(s.Space);
-            Assert.That(diffs, Is.Empty, "host mappings differ from the page table:\n" + diffs);
-        }
+        foreach (AddressSpace s in spaces) GuestMemory.AssertMirrors(s.Space);
     }
 
     /// <summary>Counters that must not move when an access needs no fault.</summary>

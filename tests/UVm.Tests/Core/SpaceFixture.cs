@@ -67,11 +67,7 @@ public abstract class SpaceFixture
     /// <summary>Maps <paramref name="frame"/> at <paramref name="va"/> through a cursor of its own (dispatched on return).</summary>
     protected void MapAt(ulong va, UFrame frame, PageProperty? prop = null) => MapAt(Space, va, frame, prop);
 
-    protected static void MapAt(VmSpace space, ulong va, UFrame frame, PageProperty? prop = null)
-    {
-        using CursorMut c = space.CursorMut(Span(va, Page));
-        c.Map(frame, prop ?? RW);
-    }
+    protected static void MapAt(VmSpace space, ulong va, UFrame frame, PageProperty? prop = null) => GuestMemory.MapAt(space, va, frame, prop ?? RW);
 
     /// <summary>Maps <paramref name="segment"/> from <paramref name="va"/> through a cursor of its own.</summary>
     protected void MapAt(ulong va, USegment segment, PageProperty? prop = null)
@@ -81,11 +77,7 @@ public abstract class SpaceFixture
     }
 
     /// <summary>Unmaps <c>[va, va + len)</c> through a cursor of its own; returns the frames unmapped.</summary>
-    protected ulong UnmapAt(ulong va, ulong len)
-    {
-        using CursorMut c = Space.CursorMut(Span(va, len));
-        return c.Unmap(len);
-    }
+    protected ulong UnmapAt(ulong va, ulong len) => GuestMemory.Unmap(Space, va, len);
 
     /// <summary>A frame whose first 8 bytes hold <paramref name="tag"/>.</summary>
     protected UFrame TaggedFrame(ulong tag)
@@ -116,24 +108,12 @@ public abstract class SpaceFixture
     protected List<string> Snapshot(VaddrRange range)
     {
         Assert.That(Cursor.HeldByCurrentThread, Is.Zero, "a cursor is alive on this thread; a second one could deadlock");
-        var slots = new List<string>();
         using Cursor c = Space.Cursor(range);
-        foreach ((VaddrRange r, VmQueriedItem? item) in c) slots.Add(Describe((r, item)));
-        return slots;
+        return GuestMemory.Describe(c);
     }
 
     /// <summary>Describes a query result and disposes its item.</summary>
-    protected static string Describe((VaddrRange Range, VmQueriedItem? Item) q)
-    {
-        using VmQueriedItem? item = q.Item;
-        return item switch
-        {
-            null => $"{q.Range} hole",
-            MappedRam ram => $"{q.Range} ram 0x{ram.Frame.Paddr:x} {ram.Prop}",
-            MappedIoMem io => $"{q.Range} io 0x{io.Paddr:x} {io.Prop}",
-            _ => throw new InvalidOperationException("unknown item"),
-        };
-    }
+    protected static string Describe((VaddrRange Range, VmQueriedItem? Item) q) => GuestMemory.Describe(q);
 
     protected static string Ram(ulong va, UFrame frame, PageProperty prop) =>
         $"{Span(va, Page)} ram 0x{frame.Paddr:x} {prop}";

@@ -80,12 +80,9 @@ public abstract class GuestFixture
     /// <summary>Maps a new frame with <paramref name="contents"/> at <paramref name="va"/> of <paramref name="space"/>.</summary>
     protected UFrame MapFrame(VmSpace space, ulong va, PageFlags flags, ReadOnlySpan<byte> contents)
     {
-        UFrame frame = Pool.AllocFrame();
+        UFrame frame = GuestMemory.NewFrame(Pool, contents);
         _frames.Add(frame);
-        var writer = frame.Writer();
-        writer.Write(contents);
-        using var cursor = space.CursorMut(VaddrRange.FromLength(va, Page));
-        cursor.Map(frame, PageProperty.New(flags));
+        GuestMemory.MapAt(space, va, frame, PageProperty.New(flags));
         return frame;
     }
 

@@ -6,16 +6,6 @@ using UVm.Tests.TestSupport;
 
 namespace UVm.Tests.Reliability;
 
-/// <summary>What one mapped slot of a space looks like: the unit of "the space is unchanged".</summary>
-/// <param name="Range">The slot.</param>
-/// <param name="Paddr">The frame (or I/O memory) address.</param>
-/// <param name="Io">Whether the slot is untracked I/O memory.</param>
-/// <param name="Prop">Rights, cache policy, privileged bits.</param>
-public readonly record struct MappedSlot(VaddrRange Range, ulong Paddr, bool Io, PageProperty Prop)
-{
-    public override string ToString() => $"{Range} {(Io ? "io" : "ram")} 0x{Paddr:x} {Prop}";
-}
-
 /// <summary>Helpers every reliability fixture shares: snapshots, invariants, seeds, environment switches.</summary>
 public static class Harness
 {
@@ -34,30 +24,7 @@ public static class Harness
     public static List<MappedSlot> MappedSlots(VmSpace space) => MappedSlots(space, new VaddrRange(0, space.Size));
 
     /// <summary>Every mapped slot of <paramref name="range"/> of <paramref name="space"/>.</summary>
-    public static List<MappedSlot> MappedSlots(VmSpace space, VaddrRange range)
-    {
-        Assert.That(Cursor.HeldByCurrentThread, Is.LessThanOrEqualTo(0), "a cursor is alive on this thread; another one could deadlock");
-        var slots = new List<MappedSlot>();
-        using Cursor c = space.Cursor(range);
-        while (c.VirtAddr < range.End)
-        {
-            ulong? next = c.FindNext(range.End - c.VirtAddr);
-            if (next is null) break;
-            (VaddrRange r, VmQueriedItem? item) = c.Query();
-            using (item)
-            {
-                slots.Add(item switch
-                {
-                    MappedRam ram => new MappedSlot(r, ram.Frame.Paddr, false, ram.Prop),
-                    MappedIoMem io => new MappedSlot(r, io.Paddr, true, io.Prop),
-                    _ => throw new InvalidOperationException("FindNext stopped on a hole"),
-                });
-            }
-            if (r.End >= range.End) break;
-            c.Jump(r.End);
-        }
-        return slots;
-    }
+    public static List<MappedSlot> MappedSlots(VmSpace space, VaddrRange range) => GuestMemory.Slots(space, range);
 
     /// <summary>The state a failed call must leave exactly as it was.</summary>
     public sealed record SpaceState(List<MappedSlot> Slots, long FramesInUse)
@@ -104,28 +71,8 @@ public static class Harness
         return expected.Count;
     }
 
-    /// <summary>
-    /// The differences between <paramref name="space"/>'s page table and its host mappings, from
-    /// one read of the host, never retried: a difference reported is a difference.
-    /// </summary>
-    /// <remarks>
-    /// <para>Why one read is enough. <c>/proc/self/maps</c> is not read atomically: the kernel
-    /// returns at most a page of it per <c>read</c> call (seq_file; measured: a 198 KB file took
-    /// 49 calls even with a 4 MiB buffer), so another thread's mmap between two calls can tear the
-    /// view. But only the lines of mappings that change during the read tear: measured on Linux
-    /// 6.18 with two threads splitting and merging mappings of one region and a third mapping and
-    /// unmapping elsewhere, 2000 reads showed overlapping lines in 86 of them, all inside the
-    /// churning region, while an untouched 2000-mapping region was printed exactly every time
-    /// (and the kernel documents that whatever stays at an address through the walk is printed).
-    /// <see cref="HostMirror.Compare"/> holds the space's whole page table while it reads, and the
-    /// space's host mappings only change under a cursor of the space, so nothing in its arena
-    /// changes during the read: its lines are exact. A read that still contradicts itself inside
-    /// the arena (overlapping lines) is discarded by the checker and read again; that never
-    /// hides a difference, it only refuses an impossible host view.</para>
-    /// <para>The earlier helper read again (up to 5 times) while differences were reported, so a
-    /// real mismatch that anything repaired between two reads went unreported.</para>
-    /// </remarks>
-    public static MirrorReport MirrorDiffs(VmSpace space) => HostMirror.Compare(space);
+    /// <summary>See <see cref="GuestMemory.MirrorDiffs"/>.</summary>
+    public static MirrorReport MirrorDiffs(VmSpace space) => GuestMemory.MirrorDiffs(space);
 
     /// <summary>Asserts that every space's host mirrors its page table.</summary>
     public static void CheckHostMirrors(IEnumerable<VmSpace> spaces)
@@ -135,15 +82,8 @@ public static class Harness
     }
 
     /// <summary>Maps a fresh frame holding <paramref name="contents"/> at <paramref name="va"/>; the handle is dropped (the mapping keeps the frame).</summary>
-    public static ulong MapFrame(VmSpace space, ulong va, ReadOnlySpan<byte> contents, PageFlags flags = PageFlags.RW)
-    {
-        using UFrame frame = space.Pool.AllocFrame();
-        VmWriter<Infallible> w = frame.Writer();
-        w.Write(contents);
-        using CursorMut c = space.CursorMut(VaddrRange.FromLength(va, Page));
-        c.Map(frame, PageProperty.New(flags));
-        return frame.Paddr;
-    }
+    public static ulong MapFrame(VmSpace space, ulong va, ReadOnlySpan<byte> contents, PageFlags flags = PageFlags.RW) =>
+        GuestMemory.MapNewFrame(space, va, contents, flags);
 
     /// <summary>Maps a fresh frame filled with <paramref name="fill"/> at <paramref name="va"/>.</summary>
     public static ulong MapFilled(VmSpace space, ulong va, byte fill, PageFlags flags = PageFlags.RW)
@@ -154,11 +94,7 @@ public static class Harness
     }
 
     /// <summary>Unmaps <c>[va, va + len)</c> through a cursor of its own; returns the frames unmapped.</summary>
-    public static ulong Unmap(VmSpace space, ulong va, ulong len)
-    {
-        using CursorMut c = space.CursorMut(VaddrRange.FromLength(va, len));
-        return c.Unmap(len);
-    }
+    public static ulong Unmap(VmSpace space, ulong va, ulong len) => GuestMemory.Unmap(space, va, len);
 
     /// <summary>Reads guest memory through a fallible reader of the space activated on this thread.</summary>
     public static CopyResult Read(VmSpace space, ulong va, Span<byte> into)

@@ -1,0 +1,2 @@
+// The helpers every fixture shares (TestSupport/): deadlines, seeds, guest memory.
+global using UVm.Tests.TestSupport;
