@@ -15,7 +15,7 @@ namespace UVm.Diagnostics;
 /// anyway (a space's fault counts and <see cref="HostStats"/>, a pool's frame counts) over a weak
 /// registry of live spaces and pools; disposed ones keep contributing what they counted. So
 /// metrics cost nothing on hot paths, whether or not anyone listens. The one counter added for
-/// them, behind <see cref="FallibleBytes"/>, is per thread (<c>Faults.AccessThread</c>).</para>
+/// them, behind <see cref="FallibleBytes"/>, is per thread (<c>Faults.ThreadAccess</c>).</para>
 /// <para>The meter and its instruments are created with the first space or pool.</para>
 /// </remarks>
 public static class UVmMetrics
@@ -83,7 +83,7 @@ public static class UVmMetrics
         meter.CreateObservableCounter(PageFaults, ObservePageFaults, "{fault}", "Page faults that reached UVm's resolution, by kind");
         meter.CreateObservableCounter(FramesAllocated, () => LiveObjects.Frames().Allocated, "{frame}", "Frames handed out by UVm's frame pools");
         meter.CreateObservableUpDownCounter(FramesInUse, () => LiveObjects.Frames().InUse, "{frame}", "Frames in use in UVm's frame pools");
-        meter.CreateObservableCounter(FallibleBytes, Faults.AccessThread.TotalBytes, "By", "Bytes moved by fallible copies and zero fills of guest memory");
+        meter.CreateObservableCounter(FallibleBytes, Faults.ThreadAccess.TotalBytes, "By", "Bytes moved by fallible copies and zero fills of guest memory");
         meter.CreateObservableCounter(HostSyscalls, ObserveHostSyscalls, "{call}", "Host syscalls that changed guest arenas or frame pools");
         meter.CreateObservableGauge(HostMappings, ObserveHostMappings, "{mapping}", "Upper bound on each live space's host mappings");
         meter.CreateObservableUpDownCounter(Spaces, LiveObjects.LiveSpaces, "{space}", "Live UVm spaces");

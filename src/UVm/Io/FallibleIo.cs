@@ -264,7 +264,7 @@ public static unsafe class FallibleIo
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static CopyResult CopyLoop(in GuestAccess guest, byte* dst, byte* src, ulong want, PageFaultAccess access)
     {
-        AccessThread thread = guest.Thread;
+        ThreadAccess thread = guest.Thread;
         long outer = thread.Enter(guest.Gate.Id);
         NativeFault f;
         ulong left = want;

@@ -5,13 +5,13 @@ namespace UVm.Io;
 
 /// <summary>
 /// What a fallible reader or writer needs to touch guest memory: the space that resolves its
-/// faults, that space's <see cref="ArenaGate"/>, and the calling thread's
-/// <see cref="AccessThread"/> (readers and writers are ref structs, so they never leave the
+/// faults, that space's <see cref="ArenaGate"/>, and the calling thread's access state
+/// (<see cref="ThreadAccess"/>; readers and writers are ref structs, so they never leave the
 /// thread that created them).
 /// </summary>
 internal readonly struct GuestAccess
 {
-    internal GuestAccess(IFaultResolver resolver, ArenaGate gate, AccessThread thread)
+    internal GuestAccess(IFaultResolver resolver, ArenaGate gate, ThreadAccess thread)
     {
         Resolver = resolver;
         Gate = gate;
@@ -20,7 +20,7 @@ internal readonly struct GuestAccess
 
     internal IFaultResolver Resolver { get; }
     internal ArenaGate Gate { get; }
-    internal AccessThread Thread { get; }
+    internal ThreadAccess Thread { get; }
 
     /// <summary>
     /// The result of an access to a disposed space: nothing done, reported as a fault on an

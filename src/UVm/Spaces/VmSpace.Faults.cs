@@ -68,11 +68,11 @@ public sealed partial class VmSpace : IFaultResolver
     }
 
     /// <summary>The checks of the seed's reader and writer; returns the calling thread's access state.</summary>
-    private AccessThread CheckUserAccess(ulong va, ulong len)
+    private ThreadAccess CheckUserAccess(ulong va, ulong len)
     {
         ThrowIfDisposed();
         NativeFaults.EnsureInstalled();
-        AccessThread thread = AccessThread.Current;
+        ThreadAccess thread = ThreadAccess.Current;
         if (!ReferenceEquals(thread.Active, this)) ThrowHelper.UVm(UVmError.AccessDenied, "the space is not activated on this thread");
         ulong end = va + len;
         if (end < va || end > Size) ThrowHelper.UVm(UVmError.AccessDenied, $"[0x{va:x}, +0x{len:x}) is not inside the user space [0, 0x{Size:x})");
@@ -131,7 +131,7 @@ public sealed partial class VmSpace : IFaultResolver
             info = info with { Kind = Classify(_pt.PeekLeaf(info.Address), info.Access) };
             return Unresolved();
         }
-        AccessThread thread = AccessThread.Current;
+        ThreadAccess thread = ThreadAccess.Current;
         if (!thread.EnterResolution(Id))
         {
             // A fault taken while this thread resolves one of this space (the handler touched the

@@ -98,7 +98,7 @@ public sealed partial class VmSpace : IDisposable
     public bool IsDisposed => _gate.IsClosed;
 
     /// <summary>The space activated on the calling thread, if any.</summary>
-    public static VmSpace? Current => AccessThread.Current.Active is VmSpace { IsDisposed: false } s ? s : null;
+    public static VmSpace? Current => ThreadAccess.Current.Active is VmSpace { IsDisposed: false } s ? s : null;
 
     internal PageTable.PageTable Table => _pt;
     internal HostMappingBudget Budget { get; }
@@ -183,14 +183,14 @@ public sealed partial class VmSpace : IDisposable
     public void Activate()
     {
         ThrowIfDisposed();
-        AccessThread.Current.Active = this;
+        ThreadAccess.Current.Active = this;
     }
 
     /// <summary>Whether this space is activated on the calling thread.</summary>
-    public bool IsActiveOnCurrentThread => ReferenceEquals(AccessThread.Current.Active, this) && !IsDisposed;
+    public bool IsActiveOnCurrentThread => ReferenceEquals(ThreadAccess.Current.Active, this) && !IsDisposed;
 
     /// <summary>Deactivates whatever space is activated on the calling thread.</summary>
-    public static void Deactivate() => AccessThread.Current.Active = null;
+    public static void Deactivate() => ThreadAccess.Current.Active = null;
 
     /// <summary>Host mappings (VMAs) the kernel shows inside the arena now, read from <c>/proc/self/maps</c>.</summary>
     public int CountHostMappings() => ProcMaps.Read((ulong)HostBase, (ulong)HostBase + Size).Count;
@@ -255,7 +255,7 @@ public sealed partial class VmSpace : IDisposable
             throw new InvalidOperationException("the calling thread holds a cursor of this space: dispose the cursor first");
         if (!_gate.Close()) return;
         GC.SuppressFinalize(this);
-        AccessThread self = AccessThread.Current;
+        ThreadAccess self = ThreadAccess.Current;
         if (ReferenceEquals(self.Active, this)) self.Active = null;
 
         // Accesses that got in before the gate closed finish (or fault, and give up on a

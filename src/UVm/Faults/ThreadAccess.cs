@@ -3,72 +3,24 @@ using System.Runtime.CompilerServices;
 namespace UVm.Faults;
 
 /// <summary>
-/// The door of fallible accesses into one space's host arena: open while the space lives,
-/// closed once when it is disposed. A closed door lets no access in; <see cref="AccessThread"/>
-/// tells the disposer when the accesses already inside have left, so the arena's host range is
-/// given back (and may be reused by the next space) only when no reader or writer of the old
-/// space can touch it any more.
-/// </summary>
-internal sealed class ArenaGate
-{
-    private static long s_lastId;
-    private int _closed;
-
-    /// <summary>A unique, never reused, non-zero number for the space.</summary>
-    internal long Id { get; } = Interlocked.Increment(ref s_lastId);
-
-    /// <summary>Whether the space was disposed.</summary>
-    internal bool IsClosed
-    {
-        [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        get => Volatile.Read(ref _closed) != 0;
-    }
-
-    /// <summary>Closes the door; true for the one call that did it.</summary>
-    internal bool Close() => Interlocked.Exchange(ref _closed, 1) == 0;
-
-    /// <summary>
-    /// Waits until no other thread is inside a fallible access of this (closed) space. An access
-    /// that entered before the door closed either ends on its own or faults, and its resolution
-    /// finds the space disposed and gives up; one that comes later sees the door closed and
-    /// never touches the arena.
-    /// </summary>
-    /// <remarks>
-    /// Entering an access is a plain store of the space's id followed by a plain load of the
-    /// door (<see cref="AccessThread.Enter"/>); x86-64 may let that load pass the store. The
-    /// process-wide barrier here (<c>membarrier</c>) orders both sides: after it, either the
-    /// access's store is visible to this scan, or the access sees the door closed.
-    /// The calling thread's own accesses are skipped: it may dispose the space from a page-fault
-    /// handler that runs inside one of them, which then gives up as soon as the handler returns.
-    /// <para>Every access enters, single loads too: a load from a host range that was handed to
-    /// another mapping can have effects there (a file or userfaultfd mapping fills a page on it).</para>
-    /// </remarks>
-    internal void WaitForAccessesToLeave()
-    {
-        System.Diagnostics.Debug.Assert(IsClosed);
-        Interlocked.MemoryBarrierProcessWide();
-        AccessThread.WaitWhileInside(Id);
-    }
-}
-
-/// <summary>
-/// The fallible accesses of one thread: the space activated on it (what its readers and writers
-/// may act on), the space an access is inside right now, and the bytes its copies and fills have
-/// moved (for UVm's metrics). One object per thread, written only by that thread; fallible
-/// readers and writers keep a reference to their thread's, so the hot path touches neither
-/// thread-local storage nor a shared cache line.
+/// One thread's access state (not a thread: the state of one): the space activated on the
+/// thread (what its readers and writers may act on), the space an access of it is inside right
+/// now, the spaces it is resolving a fault of, and the bytes its copies and fills have moved (for
+/// UVm's metrics). One object per thread, written only by that thread; fallible readers and
+/// writers keep a reference to their thread's, so the hot path touches neither thread-local
+/// storage nor a shared cache line.
 /// </summary>
 /// <remarks>
 /// Objects of ended threads are dropped from the registry (their bytes folded into a retired
 /// total) when it has doubled since the last sweep, so it stays as long as the number of live
 /// threads that access guest memory, not the number of threads ever started.
 /// </remarks>
-internal sealed class AccessThread
+internal sealed class ThreadAccess
 {
-    [ThreadStatic] private static AccessThread? t_current;
+    [ThreadStatic] private static ThreadAccess? t_current;
 
     private static readonly object s_lock = new();
-    private static AccessThread[] s_all = [];   // replaced whole under s_lock, read without it
+    private static ThreadAccess[] s_all = [];   // replaced whole under s_lock, read without it
     private static long s_retiredBytes;
     private static int s_sweepAt = 64;
 
@@ -84,13 +36,13 @@ internal sealed class AccessThread
     /// </summary>
     internal const int MaxNestedResolutions = 8;
 
-    private AccessThread() { }
+    private ThreadAccess() { }
 
     /// <summary>The space activated on this thread (see <c>VmSpace.Activate</c>), if any. Only this thread uses it.</summary>
     internal IFaultResolver? Active;
 
     /// <summary>The calling thread's object.</summary>
-    internal static AccessThread Current => t_current ?? Register();
+    internal static ThreadAccess Current => t_current ?? Register();
 
     /// <summary>Marks the thread inside an access of space <paramref name="spaceId"/>; returns what to restore on leaving (accesses nest when a handler accesses guest memory).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -134,7 +86,7 @@ internal sealed class AccessThread
         lock (s_lock)
         {
             long sum = s_retiredBytes;
-            foreach (AccessThread t in s_all) sum += Volatile.Read(ref t._bytes);
+            foreach (ThreadAccess t in s_all) sum += Volatile.Read(ref t._bytes);
             return sum;
         }
     }
@@ -142,8 +94,8 @@ internal sealed class AccessThread
     /// <summary>Spins until no thread other than the caller is inside an access of <paramref name="spaceId"/>.</summary>
     internal static void WaitWhileInside(long spaceId)
     {
-        AccessThread? self = t_current;
-        foreach (AccessThread t in Volatile.Read(ref s_all))
+        ThreadAccess? self = t_current;
+        foreach (ThreadAccess t in Volatile.Read(ref s_all))
         {
             if (ReferenceEquals(t, self)) continue;
             var spin = new SpinWait();
@@ -152,13 +104,13 @@ internal sealed class AccessThread
     }
 
     [MethodImpl(MethodImplOptions.NoInlining)]
-    private static AccessThread Register()
+    private static ThreadAccess Register()
     {
-        var t = new AccessThread();
+        var t = new ThreadAccess();
         lock (s_lock)
         {
-            var all = new List<AccessThread>(s_all.Length + 1);
-            foreach (AccessThread other in s_all)
+            var all = new List<ThreadAccess>(s_all.Length + 1);
+            foreach (ThreadAccess other in s_all)
             {
                 if (s_all.Length >= s_sweepAt && !other._owner.IsAlive) s_retiredBytes += Volatile.Read(ref other._bytes);
                 else all.Add(other);
