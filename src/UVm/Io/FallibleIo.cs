@@ -1,6 +1,5 @@
 using System.Runtime.CompilerServices;
 using UVm.Faults;
-using UVm.Interop;
 
 namespace UVm.Io;
 
@@ -17,7 +16,7 @@ namespace UVm.Io;
 /// a handler that maps one page by unmapping another cannot make an access spin), then the
 /// access is reported as a fault. Every byte a copy moves starts the count again.
 /// </remarks>
-[SkipLocalsInit] // the hot paths' NativeFault and value locals are written before they are read
+[SkipLocalsInit] // the value locals of single accesses are written by the primitive before they are read
 public static unsafe class FallibleIo
 {
     /// <summary>Resolutions believed for one access in a row without it moving a byte further, before it fails as a fault.</summary>
@@ -36,7 +35,9 @@ public static unsafe class FallibleIo
     public static CopyResult ReadFallible(this ref VmReader<Fallible> reader, ref VmWriter<Infallible> writer)
     {
         ulong want = Math.Min(reader.Remain, writer.Avail);
-        CopyResult r = CopyLoop(reader._guest, writer._cursor, reader._cursor, want, PageFaultAccess.Read);
+        // SAFETY: `want` bytes remain in the reader's checked guest range and in the writer's
+        // library memory, which its creator keeps valid and pinned.
+        CopyResult r = Copy(reader._guest, writer._cursor, reader._cursor, want, PageFaultAccess.Read);
         reader.Advance(r.Bytes);
         writer.Advance(r.Bytes);
         return r;
@@ -47,8 +48,9 @@ public static unsafe class FallibleIo
     {
         ulong want = Math.Min(reader.Remain, (ulong)destination.Length);
         CopyResult r;
-        // SAFETY: the span is pinned for the copy; its first `want` bytes are writable.
-        fixed (byte* dst = destination) r = CopyLoop(reader._guest, dst, reader._cursor, want, PageFaultAccess.Read);
+        // SAFETY: the span is pinned for the copy; its first `want` bytes are writable, and `want`
+        // bytes remain in the reader's checked guest range.
+        fixed (byte* dst = destination) r = Copy(reader._guest, dst, reader._cursor, want, PageFaultAccess.Read);
         reader.Advance(r.Bytes);
         return r;
     }
@@ -60,7 +62,9 @@ public static unsafe class FallibleIo
     public static CopyResult WriteFallible(this ref VmWriter<Fallible> writer, ref VmReader<Infallible> reader)
     {
         ulong want = Math.Min(reader.Remain, writer.Avail);
-        CopyResult r = CopyLoop(writer._guest, writer._cursor, reader._cursor, want, PageFaultAccess.Write);
+        // SAFETY: `want` bytes remain in the writer's checked guest range and in the reader's
+        // library memory, which its creator keeps valid and pinned.
+        CopyResult r = Copy(writer._guest, writer._cursor, reader._cursor, want, PageFaultAccess.Write);
         reader.Advance(r.Bytes);
         writer.Advance(r.Bytes);
         return r;
@@ -71,8 +75,9 @@ public static unsafe class FallibleIo
     {
         ulong want = Math.Min(writer.Avail, (ulong)source.Length);
         CopyResult r;
-        // SAFETY: the span is pinned for the copy; its first `want` bytes are readable.
-        fixed (byte* src = source) r = CopyLoop(writer._guest, writer._cursor, src, want, PageFaultAccess.Write);
+        // SAFETY: the span is pinned for the copy; its first `want` bytes are readable, and `want`
+        // bytes of room remain in the writer's checked guest range.
+        fixed (byte* src = source) r = Copy(writer._guest, writer._cursor, src, want, PageFaultAccess.Write);
         writer.Advance(r.Bytes);
         return r;
     }
@@ -81,36 +86,10 @@ public static unsafe class FallibleIo
     public static CopyResult FillZeros(this ref VmWriter<Fallible> writer, ulong len)
     {
         ulong want = Math.Min(len, writer.Avail);
-        GuestAccess guest = writer._guest;
-        long outer = guest.Thread.Enter(guest.Gate.Id);
-        try
-        {
-            if (guest.Gate.IsClosed) return guest.Closed(writer._cursor, PageFaultAccess.Write);
-            ulong done = 0;
-            var retry = new RetryState();
-            while (done < want)
-            {
-                NativeFault f;
-                // SAFETY: [cursor + done, cursor + want) lies inside the writer's checked range;
-                // the primitive recovers from any fault there.
-                ulong left = NativeFaults.FillZero(writer._cursor + done, want - done, &f);
-                done = want - left;
-                if (left == 0) break;
-                if (!retry.Resolve(guest.Resolver, f, done, out PageFaultInfo info))
-                {
-                    guest.Thread.CountBytes(done);
-                    writer.Advance(done);
-                    return new CopyResult(done, UVmError.PageFault, info);
-                }
-            }
-            guest.Thread.CountBytes(done);
-            writer.Advance(done);
-            return new CopyResult(done, null, null);
-        }
-        finally
-        {
-            guest.Thread.Leave(outer);
-        }
+        // SAFETY: `want` bytes of room remain in the writer's checked guest range.
+        CopyResult r = writer._guest.Run(new FillZeroOp(writer._cursor, want), out CopyResult stopped) ? new CopyResult(want, null, null) : stopped;
+        writer.Advance(r.Bytes);
+        return r;
     }
 
     /// <summary>
@@ -122,24 +101,10 @@ public static unsafe class FallibleIo
     public static IoResult<T> ReadVal<T>(this ref VmReader<Fallible> reader) where T : unmanaged
     {
         if (reader.Remain < (ulong)sizeof(T)) ThrowHelper.OutOfRange($"only {reader.Remain} bytes remain", nameof(T));
-        GuestAccess guest = reader._guest;
         T value;
-        NativeFault f;
-        // A load enters the gate like every access: even a load can have effects on whatever the
-        // host put at a disposed space's addresses (a file or userfaultfd mapping fills a page).
-        long outer = guest.Thread.Enter(guest.Gate.Id);
-        // SAFETY: the gate is open, so the sizeof(T) guest bytes at the cursor (inside the reader's
-        // checked range) are in the arena until we leave it; the primitive recovers from any fault
-        // there; value and f are locals it writes.
-        if (guest.Gate.IsClosed || NativeFaults.Load(reader._cursor, &value, &f) != 0)
-        {
-            var op = new LoadOp<T>(reader._cursor, &value);
-            if (!AccessAfterFault(ref op, guest, outer, &f, out PageFaultInfo info)) return new IoResult<T>(default, UVmError.PageFault, info);
-        }
-        else
-        {
-            guest.Thread.Leave(outer);
-        }
+        // SAFETY: sizeof(T) bytes remain in the reader's checked guest range; value is a local
+        // the load writes when it succeeds, and is read only then.
+        if (!reader._guest.Run(new LoadOp<T>(reader._cursor, &value), out CopyResult stopped)) return new IoResult<T>(default, stopped.Error, stopped.Fault);
         reader.Advance((ulong)sizeof(T));
         return new IoResult<T>(value, null, null);
     }
@@ -153,19 +118,8 @@ public static unsafe class FallibleIo
     public static IoResult<T> WriteVal<T>(this ref VmWriter<Fallible> writer, T value) where T : unmanaged
     {
         if (writer.Avail < (ulong)sizeof(T)) ThrowHelper.OutOfRange($"only {writer.Avail} bytes of room remain", nameof(T));
-        GuestAccess guest = writer._guest;
-        NativeFault f;
-        long outer = guest.Thread.Enter(guest.Gate.Id);
-        // SAFETY: as in ReadVal, for the sizeof(T) guest bytes at the writer's cursor.
-        if (guest.Gate.IsClosed || NativeFaults.Store(writer._cursor, value, &f) != 0)
-        {
-            var op = new StoreOp<T>(writer._cursor, value);
-            if (!AccessAfterFault(ref op, guest, outer, &f, out PageFaultInfo info)) return new IoResult<T>(default, UVmError.PageFault, info);
-        }
-        else
-        {
-            guest.Thread.Leave(outer);
-        }
+        // SAFETY: sizeof(T) bytes of room remain in the writer's checked guest range.
+        if (!writer._guest.Run(new StoreOp<T>(writer._cursor, value), out CopyResult stopped)) return new IoResult<T>(default, stopped.Error, stopped.Fault);
         writer.Advance((ulong)sizeof(T));
         return new IoResult<T>(value, null, null);
     }
@@ -184,8 +138,8 @@ public static unsafe class FallibleIo
         T value;
         // An aligned load of 4 or 8 bytes is a single atomic access on x86-64.
         // SAFETY: as in ReadVal; CheckAtomic proved the access aligned and inside the range.
-        var op = new LoadOp<T>(reader._cursor, &value);
-        return Access(ref op, reader._guest, out PageFaultInfo info) ? new IoResult<T>(value, null, null) : new IoResult<T>(default, UVmError.PageFault, info);
+        return reader._guest.Run(new LoadOp<T>(reader._cursor, &value), out CopyResult stopped)
+            ? new IoResult<T>(value, null, null) : new IoResult<T>(default, stopped.Error, stopped.Fault);
     }
 
     /// <summary>
@@ -200,8 +154,8 @@ public static unsafe class FallibleIo
         CheckAtomic(writer.Cursor, writer.Avail, sizeof(uint));
         uint observed;
         // SAFETY: as in ReadVal; CheckAtomic proved the access aligned and inside the range.
-        var op = new Cas32Op(writer._cursor, expected, desired, &observed);
-        return Access(ref op, writer._guest, out PageFaultInfo info) ? new IoResult<uint>(observed, null, null) : new IoResult<uint>(0, UVmError.PageFault, info);
+        return writer._guest.Run(new Cas32Op(writer._cursor, expected, desired, &observed), out CopyResult stopped)
+            ? new IoResult<uint>(observed, null, null) : new IoResult<uint>(0, stopped.Error, stopped.Fault);
     }
 
     /// <summary>The 64-bit form of <see cref="AtomicCompareExchange(ref VmWriter{Fallible}, uint, uint)"/>.</summary>
@@ -211,8 +165,8 @@ public static unsafe class FallibleIo
         CheckAtomic(writer.Cursor, writer.Avail, sizeof(ulong));
         ulong observed;
         // SAFETY: as in ReadVal; CheckAtomic proved the access aligned and inside the range.
-        var op = new Cas64Op(writer._cursor, expected, desired, &observed);
-        return Access(ref op, writer._guest, out PageFaultInfo info) ? new IoResult<ulong>(observed, null, null) : new IoResult<ulong>(0, UVmError.PageFault, info);
+        return writer._guest.Run(new Cas64Op(writer._cursor, expected, desired, &observed), out CopyResult stopped)
+            ? new IoResult<ulong>(observed, null, null) : new IoResult<ulong>(0, stopped.Error, stopped.Fault);
     }
 
     /// <summary>
@@ -235,7 +189,7 @@ public static unsafe class FallibleIo
                 // Copy up to the next page boundary at a time so a string near a hole is read exactly.
                 ulong toBoundary = Paging.PageSize - ((ulong)(reader._cursor + done) & (Paging.PageSize - 1));
                 ulong chunk = Math.Min(toBoundary, limit - done);
-                CopyResult r = CopyLoop(reader._guest, dst + done, reader._cursor + done, chunk, PageFaultAccess.Read);
+                CopyResult r = Copy(reader._guest, dst + done, reader._cursor + done, chunk, PageFaultAccess.Read);
                 int nul = new ReadOnlySpan<byte>(dst + done, (int)r.Bytes).IndexOf((byte)0);
                 if (nul >= 0)
                 {
@@ -250,183 +204,19 @@ public static unsafe class FallibleIo
         return new IoResult<int>(0, UVmError.InvalidArgs, null);
     }
 
+    /// <summary>
+    /// Copies <paramref name="want"/> bytes, <paramref name="access"/> saying which side is guest
+    /// memory: the source of a read, the destination of a write. Returns the exact prefix copied.
+    /// </summary>
+    /// <remarks>SAFETY: the caller proves one side inside its checked guest range and the other
+    /// pinned, valid library memory, both of <paramref name="want"/> bytes.</remarks>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static CopyResult Copy(in GuestAccess guest, byte* dst, byte* src, ulong want, PageFaultAccess access) =>
+        guest.Run(new CopyOp(dst, src, want, access), out CopyResult stopped) ? new CopyResult(want, null, null) : stopped;
+
     private static void CheckAtomic(nint cursor, ulong room, int size)
     {
         if (((ulong)cursor & (ulong)(size - 1)) != 0) ThrowHelper.Argument($"an atomic access of {size} bytes needs a {size}-byte aligned address", "cursor");
         if (room < (ulong)size) ThrowHelper.Argument($"an atomic access of {size} bytes needs {size} bytes of room", "cursor");
-    }
-
-    /// <summary>
-    /// Copies with fault resolution; returns the exact prefix length copied. <paramref name="access"/>
-    /// says which side is guest memory: the source of a read, the destination of a write. The
-    /// common case (nothing faults) is this inlined path: the gate, one primitive, the count.
-    /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static CopyResult CopyLoop(in GuestAccess guest, byte* dst, byte* src, ulong want, PageFaultAccess access)
-    {
-        ThreadAccess thread = guest.Thread;
-        long outer = thread.Enter(guest.Gate.Id);
-        NativeFault f;
-        ulong left = want;
-        // SAFETY: the caller passes `want` bytes of pinned library memory on one side and of its
-        // checked guest range on the other; the primitive recovers from any fault in either.
-        if (!guest.Gate.IsClosed && (left = NativeFaults.Copy(dst, src, want, &f)) == 0)
-        {
-            thread.CountBytes(want); // per thread: no shared cache line on the copy path
-            thread.Leave(outer);
-            return new CopyResult(want, null, null);
-        }
-        return CopyAfterFault(guest, dst, src, want, access, outer, want - left, &f);
-    }
-
-    /// <summary>The rest of <see cref="CopyLoop"/> after its first try faulted (or found the gate closed): resolve, go on from the exact byte.</summary>
-    [MethodImpl(MethodImplOptions.NoInlining)]
-    private static CopyResult CopyAfterFault(GuestAccess guest, byte* dst, byte* src, ulong want, PageFaultAccess access, long outer, ulong done, NativeFault* first)
-    {
-        try
-        {
-            if (guest.Gate.IsClosed) return guest.Closed(access == PageFaultAccess.Read ? src : dst, access);
-            var retry = new RetryState();
-            NativeFault f = *first;
-            while (true)
-            {
-                if (!retry.Resolve(guest.Resolver, f, done, out PageFaultInfo info))
-                {
-                    guest.Thread.CountBytes(done);
-                    return new CopyResult(done, UVmError.PageFault, info);
-                }
-                // SAFETY: as in CopyLoop, for the part not yet copied.
-                ulong left = NativeFaults.Copy(dst + done, src + done, want - done, &f);
-                done = want - left;
-                if (left == 0) break;
-            }
-            guest.Thread.CountBytes(done);
-            return new CopyResult(done, null, null);
-        }
-        finally
-        {
-            guest.Thread.Leave(outer);
-        }
-    }
-
-    // ---- single accesses: one load, store or compare-exchange, retried after a resolved fault ----
-
-    /// <summary>One guest access done by a native primitive: 0 when done, else the fault is in <c>*fault</c>.</summary>
-    private interface ISingleAccess
-    {
-        int Try(NativeFault* fault);
-        byte* At { get; }
-        PageFaultAccess Kind { get; }
-    }
-
-    private readonly struct LoadOp<T>(byte* at, T* value) : ISingleAccess where T : unmanaged
-    {
-        public byte* At => at;
-        public PageFaultAccess Kind => PageFaultAccess.Read;
-        [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public int Try(NativeFault* fault) => NativeFaults.Load(at, value, fault);
-    }
-
-    private readonly struct StoreOp<T>(byte* at, T value) : ISingleAccess where T : unmanaged
-    {
-        public byte* At => at;
-        public PageFaultAccess Kind => PageFaultAccess.Write;
-        [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public int Try(NativeFault* fault) => NativeFaults.Store(at, value, fault);
-    }
-
-    private readonly struct Cas32Op(byte* at, uint expected, uint desired, uint* observed) : ISingleAccess
-    {
-        public byte* At => at;
-        public PageFaultAccess Kind => PageFaultAccess.Write;
-        public int Try(NativeFault* fault) => NativeFaults.Cas32(at, expected, desired, observed, fault);
-    }
-
-    private readonly struct Cas64Op(byte* at, ulong expected, ulong desired, ulong* observed) : ISingleAccess
-    {
-        public byte* At => at;
-        public PageFaultAccess Kind => PageFaultAccess.Write;
-        public int Try(NativeFault* fault) => NativeFaults.Cas64(at, expected, desired, observed, fault);
-    }
-
-    /// <summary>
-    /// Does <paramref name="op"/> once, inside the space's gate; the common case (resident, no
-    /// fault) is this inlined path: two stores, a load and the primitive, no throw site.
-    /// <see cref="ReadVal"/> and <see cref="WriteVal"/> spell the same path out, so that their op
-    /// struct is built only after a fault.
-    /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static bool Access<TOp>(ref TOp op, GuestAccess guest, out PageFaultInfo info) where TOp : struct, ISingleAccess
-    {
-        long outer = guest.Thread.Enter(guest.Gate.Id);
-        NativeFault f;
-        if (!guest.Gate.IsClosed && op.Try(&f) == 0)
-        {
-            guest.Thread.Leave(outer);
-            info = default;
-            return true;
-        }
-        return AccessAfterFault(ref op, guest, outer, &f, out info);
-    }
-
-    /// <summary>The rest of <see cref="Access"/> after its first try faulted (or found the gate closed): resolve, retry.</summary>
-    [MethodImpl(MethodImplOptions.NoInlining)]
-    private static bool AccessAfterFault<TOp>(ref TOp op, GuestAccess guest, long outer, NativeFault* first, out PageFaultInfo info)
-        where TOp : struct, ISingleAccess
-    {
-        try
-        {
-            if (guest.Gate.IsClosed)
-            {
-                info = guest.Closed(op.At, op.Kind).Fault!.Value;
-                return false;
-            }
-            var retry = new RetryState();
-            NativeFault f = *first;
-            do
-            {
-                if (!retry.Resolve(guest.Resolver, f, 0, out info)) return false;
-            }
-            while (op.Try(&f) != 0);
-            info = default;
-            return true;
-        }
-        finally
-        {
-            guest.Thread.Leave(outer);
-        }
-    }
-
-    /// <summary>Bounds how often one access is "resolved" without then moving a byte further.</summary>
-    private struct RetryState
-    {
-        private ulong _progress;
-        private int _count;
-        private PageFaultInfo _last; // what the resolver said about the previous fault
-
-        [MethodImpl(MethodImplOptions.NoInlining)]
-        internal bool Resolve(IFaultResolver resolver, in NativeFault fault, ulong progress, out PageFaultInfo info)
-        {
-            if (_count > 0 && progress == _progress)
-            {
-                if (_count >= MaxRetriesWithoutProgress)
-                {
-                    // Faults again and again after "resolved", at whatever addresses: report the
-                    // last as the resolver classified it (not a guess), and count it as unresolved.
-                    info = _last;
-                    resolver.GiveUp(info);
-                    return false;
-                }
-            }
-            else
-            {
-                _count = 0;
-            }
-            _progress = progress;
-            _count++;
-            bool resolved = resolver.Resolve(fault, out info);
-            _last = info;
-            return resolved;
-        }
     }
 }
