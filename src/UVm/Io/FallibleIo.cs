@@ -20,7 +20,7 @@ namespace UVm.Io;
 public static unsafe class FallibleIo
 {
     /// <summary>Resolutions believed for one access in a row without it moving a byte further, before it fails as a fault.</summary>
-    public const int MaxRetriesWithoutProgress = 4;
+    public const int MaxRetriesWithoutProgress = FaultResolution.MaxRetriesWithoutProgress;
 
     /// <summary>The guest address of the reader's next byte.</summary>
     public static ulong GuestAddress(this ref VmReader<Fallible> reader) => (ulong)(reader.Cursor - reader._guest.Resolver.HostBase);

@@ -5,30 +5,17 @@ using UVm.Interop;
 namespace UVm.Io;
 
 /// <summary>
-/// One fallible access as <see cref="GuestAccess.Run"/> does it, by a fault-recovering primitive,
-/// tried again from where it stopped after a resolved fault; it also says where its guest side
-/// starts, which access that side sees, and whether its bytes count in UVm's metrics.
-/// Implemented by structs, so the generic code over them is specialized and inlined.
+/// A fallible access as <see cref="GuestAccess.Run"/> does it: an <see cref="IFallibleOp"/>
+/// that also says where its guest side starts, which access that side sees, and whether its
+/// bytes count in UVm's metrics.
 /// </summary>
 /// <remarks>
 /// SAFETY, for every op: its constructor's caller proves the guest bytes lie inside a fallible
 /// reader's or writer's checked range and the library bytes are pinned and valid for the whole
-/// access; <see cref="Try"/> is called only inside the space's open gate.
+/// access; <see cref="IFallibleOp.Try"/> is called only inside the space's open gate.
 /// </remarks>
-internal unsafe interface IGuestOp
+internal unsafe interface IGuestOp : IFallibleOp
 {
-    /// <summary>
-    /// Does the rest of the access: true when all of it is done; false when it faulted, with the
-    /// fault in <c>*fault</c> and <see cref="Done"/> moved over whatever was done before it.
-    /// </summary>
-    bool Try(NativeFault* fault);
-
-    /// <summary>
-    /// Bytes done so far: the exact prefix of a copy or fill; always 0 for a single load, store
-    /// or compare-exchange, which is done whole or not at all.
-    /// </summary>
-    ulong Done { get; }
-
     /// <summary>The host address of the guest side's first byte: where an access to a disposed space is reported.</summary>
     byte* Start { get; }
 

@@ -58,7 +58,7 @@ internal readonly struct GuestAccess
     /// <summary>
     /// The rest of <see cref="Run"/> after the op faulted, its fault in <c>*first</c>, or found
     /// the gate closed (<paramref name="open"/> false: nothing was tried): resolve and go on from
-    /// the exact byte, inside the caller's gate scope. Static,
+    /// the exact byte (<see cref="FaultResolution"/>), inside the caller's gate scope. Static,
     /// with everything by value, so that the caller's reader or writer stays in registers.
     /// </summary>
     [MethodImpl(MethodImplOptions.NoInlining)]
@@ -70,52 +70,10 @@ internal readonly struct GuestAccess
             stopped = guest.Closed(op.Start, op.Access);
             return false;
         }
-        bool done = Retry(ref op, guest.Resolver, *first, out PageFaultInfo fault);
+        bool done = FaultResolution.Retry(ref op, guest.Resolver, *first, out PageFaultInfo fault);
         if (op.CountsBytes) guest.Thread.CountBytes(op.Done);
         stopped = done ? default : new CopyResult(op.Done, UVmError.PageFault, fault);
         return done;
-    }
-
-    /// <summary>
-    /// Resolves <paramref name="fault"/>, the fault <paramref name="op"/> just took, and retries
-    /// the op until it is done (true) or a fault stays unresolved (false, that fault in
-    /// <paramref name="unresolved"/>). A resolution that claims success but leaves the op
-    /// failing is believed at most <see cref="FallibleIo.MaxRetriesWithoutProgress"/> times in
-    /// a row without the op moving a byte further.
-    /// </summary>
-    private static unsafe bool Retry<TOp>(ref TOp op, IFaultResolver resolver, NativeFault fault, out PageFaultInfo unresolved)
-        where TOp : struct, IGuestOp
-    {
-        ulong progress = op.Done;
-        int believed = 0;              // resolutions believed since the op last moved
-        PageFaultInfo last = default;  // the previous fault, as the resolver classified it
-        while (true)
-        {
-            if (believed == FallibleIo.MaxRetriesWithoutProgress)
-            {
-                // Faults again and again after "resolved", at whatever addresses: report the last
-                // as the resolver classified it (not a guess), and count it as unresolved.
-                resolver.GiveUp(last);
-                unresolved = last;
-                return false;
-            }
-            believed++;
-            if (!resolver.Resolve(fault, out last))
-            {
-                unresolved = last;
-                return false;
-            }
-            if (op.Try(&fault))
-            {
-                unresolved = default;
-                return true;
-            }
-            if (op.Done != progress)
-            {
-                progress = op.Done;
-                believed = 0;
-            }
-        }
     }
 
     /// <summary>

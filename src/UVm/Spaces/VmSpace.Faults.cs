@@ -81,21 +81,11 @@ public sealed partial class VmSpace : IFaultResolver
 
     nint IFaultResolver.HostBase => HostBase;
 
-    bool IFaultResolver.Resolve(in NativeFault fault, out PageFaultInfo info)
-    {
-        ulong host = fault.Addr, start = (ulong)HostBase;
-        var access = (PageFaultAccess)fault.Access;
-        if (host < start || host - start >= Size)
-        {
-            info = new PageFaultInfo(host, access, PageFaultKind.OutOfRange, fault.Signo);
-            Interlocked.Increment(ref _unresolvedFaults);
-            return false;
-        }
-        info = new PageFaultInfo(host - start, access, fault.Signo == NativeFaults.SIGBUS ? PageFaultKind.BusError : PageFaultKind.NotPresent, fault.Signo);
-        return HandlePageFault(ref info);
-    }
+    ulong IFaultResolver.Size => Size;
 
-    void IFaultResolver.GiveUp(in PageFaultInfo info) => Interlocked.Increment(ref _unresolvedFaults);
+    bool IFaultResolver.Resolve(ref PageFaultInfo fault) => HandlePageFault(ref fault);
+
+    void IFaultResolver.GiveUp(in PageFaultInfo fault) => Interlocked.Increment(ref _unresolvedFaults);
 
     /// <summary>
     /// Resolves a fault at <paramref name="va"/> as if the hardware had raised it: re-installs the
@@ -114,8 +104,12 @@ public sealed partial class VmSpace : IFaultResolver
     }
 
     /// <summary>
-    /// The one resolution path: a fault of a fallible access and <see cref="HandlePageFault(ulong, PageFaultAccess)"/>
-    /// both come here. Classifies the fault in <paramref name="info"/> as the page table sees it.
+    /// What resolving a fault means for a space, the one path of both the faults of fallible
+    /// accesses (through <see cref="FaultResolution"/>'s loop, which retries them) and
+    /// <see cref="HandlePageFault(ulong, PageFaultAccess)"/>: a refill of what the page table
+    /// already allows, else the registered handler under the fault's region stripe; never nested
+    /// for one thread and space. Classifies the fault in <paramref name="info"/> as the page
+    /// table sees it.
     /// </summary>
     private bool HandlePageFault(ref PageFaultInfo info)
     {
