@@ -58,6 +58,8 @@ internal static unsafe class FaultResolution
                 unresolved = last;
                 return false;
             }
+            // SAFETY: the op's memory is its maker's to prove (see IFallibleOp), and the caller
+            // is inside the space's gate, entered while it was open; `fault` is a local.
             if (op.Try(&fault))
             {
                 unresolved = default;

@@ -7,6 +7,11 @@ namespace UVm.Faults;
 /// that can be tried again from where it stopped: what <see cref="FaultResolution"/> retries.
 /// Implemented by structs, so the generic code over them is specialized and inlined.
 /// </summary>
+/// <remarks>
+/// SAFETY: whoever makes an op proves that its memory (the guest bytes inside a checked range of
+/// the space's arena, the library bytes pinned and valid) stays so for the whole access;
+/// <see cref="Try"/> is called only inside the space's gate, entered while it was open.
+/// </remarks>
 internal unsafe interface IFallibleOp
 {
     /// <summary>

@@ -70,6 +70,9 @@ internal readonly struct GuestAccess
             stopped = guest.Closed(op.Start, op.Access);
             return false;
         }
+        // SAFETY: `first` points to the caller's NativeFault, which the primitive wrote when it
+        // failed (it is read only when the op was tried); the op is retried inside the caller's
+        // gate scope, entered while the gate was open, as on the fast path.
         bool done = FaultResolution.Retry(ref op, guest.Resolver, *first, out PageFaultInfo fault);
         if (op.CountsBytes) guest.Thread.CountBytes(op.Done);
         stopped = done ? default : new CopyResult(op.Done, UVmError.PageFault, fault);
