@@ -34,8 +34,9 @@ internal sealed class ArenaGate
     /// never touches the arena.
     /// </summary>
     /// <remarks>
-    /// Entering an access is a plain store of the space's id followed by a plain load of the
-    /// door (<see cref="ThreadAccess.Enter"/>); x86-64 may let that load pass the store. The
+    /// Entering an access is a plain store of the space's id (<see cref="GateScope"/>'s
+    /// constructor, through <see cref="ThreadAccess.Enter"/>) followed by a plain load of the
+    /// door (<see cref="IsClosed"/>); x86-64 may let that load pass the store. The
     /// process-wide barrier here (<c>membarrier</c>) orders both sides: after it, either the
     /// access's store is visible to this scan, or the access sees the door closed.
     /// The calling thread's own accesses are skipped: it may dispose the space from a page-fault

@@ -44,7 +44,7 @@ internal sealed class ThreadAccess
     /// <summary>The calling thread's object.</summary>
     internal static ThreadAccess Current => t_current ?? Register();
 
-    /// <summary>Marks the thread inside an access of space <paramref name="spaceId"/>; returns what to restore on leaving (accesses nest when a handler accesses guest memory).</summary>
+    /// <summary>Marks the thread inside an access of space <paramref name="spaceId"/>; returns what to restore on leaving (accesses nest when a handler accesses guest memory). Called through <see cref="GateScope"/>, which pairs it with <see cref="Leave"/>.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal long Enter(long spaceId)
     {
