@@ -46,8 +46,13 @@ internal unsafe struct CopyOp(byte* dst, byte* src, ulong want, PageFaultAccess 
         // SAFETY: [done, want) of both ranges is inside what the op was made over (see IGuestOp);
         // the primitive recovers from any fault in either side.
         ulong left = NativeFaults.Copy(dst + _done, src + _done, want - _done, fault);
+        if (left == 0)
+        {
+            _done = want; // spelled out: on the fast path the count is `want`, already in a register
+            return true;
+        }
         _done = want - left;
-        return left == 0;
+        return false;
     }
 }
 
@@ -67,8 +72,13 @@ internal unsafe struct FillZeroOp(byte* dst, ulong want) : IGuestOp
         // SAFETY: [done, want) is inside the writer's checked range (see IGuestOp); the primitive
         // recovers from any fault there.
         ulong left = NativeFaults.FillZero(dst + _done, want - _done, fault);
+        if (left == 0)
+        {
+            _done = want; // spelled out: on the fast path the count is `want`, already in a register
+            return true;
+        }
         _done = want - left;
-        return left == 0;
+        return false;
     }
 }
 
