@@ -24,7 +24,7 @@ internal readonly ref struct GateScope
     internal GateScope(ThreadAccess thread, ArenaGate gate)
     {
         _thread = thread;
-        _outer = thread.Enter(gate.Id);
+        thread.Enter(gate.Id, out _outer);
     }
 
     /// <summary>Leaves the gate.</summary>

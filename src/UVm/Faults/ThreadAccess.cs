@@ -44,13 +44,18 @@ internal sealed class ThreadAccess
     /// <summary>The calling thread's object.</summary>
     internal static ThreadAccess Current => t_current ?? Register();
 
-    /// <summary>Marks the thread inside an access of space <paramref name="spaceId"/>; returns what to restore on leaving (accesses nest when a handler accesses guest memory). Called through <see cref="GateScope"/>, which pairs it with <see cref="Leave"/>.</summary>
+    /// <summary>
+    /// Marks the thread inside an access of space <paramref name="spaceId"/>; <paramref name="outer"/>
+    /// gets what to restore on leaving (accesses nest when a handler accesses guest memory).
+    /// Called through <see cref="GateScope"/>, which pairs it with <see cref="Leave"/> and keeps
+    /// <paramref name="outer"/> in its own field: written there directly, it is stored once on
+    /// the fast path, not as a return value and again as the field.
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal long Enter(long spaceId)
+    internal void Enter(long spaceId, out long outer)
     {
-        long outer = _spaceId;
+        outer = _spaceId;
         Volatile.Write(ref _spaceId, spaceId);
-        return outer;
     }
 
     /// <summary>Ends the access <see cref="Enter"/> began.</summary>
