@@ -25,7 +25,7 @@ public sealed partial class VmSpace : IFaultResolver
 
     /// <summary>
     /// Registers the handler called for faults the page table does not already allow. Only the
-    /// first registration takes effect, as in the seed; returns whether this one did.
+    /// first registration takes effect; returns whether this one did.
     /// </summary>
     /// <exception cref="ArgumentNullException"><paramref name="handler"/> is null.</exception>
     /// <exception cref="ObjectDisposedException">The space was disposed.</exception>
@@ -37,8 +37,9 @@ public sealed partial class VmSpace : IFaultResolver
     }
 
     /// <summary>
-    /// A fallible reader of guest memory <c>[va, va + len)</c>. Like the seed's, it must not be
-    /// used after the space is disposed (its host range may by then belong to another mapping).
+    /// A fallible reader of guest memory <c>[va, va + len)</c>. Used after the space is disposed,
+    /// every access fails with <see cref="UVmError.PageFault"/> without touching the host range
+    /// (which may by then belong to another mapping).
     /// </summary>
     /// <exception cref="UVmException"><see cref="UVmError.AccessDenied"/> unless the space is activated on
     /// this thread and <c>va + len</c> neither overflows nor passes <see cref="Size"/>.</exception>
@@ -67,7 +68,7 @@ public sealed partial class VmSpace : IFaultResolver
         writer = new VmWriter<Fallible>(guest, (byte*)(HostBase + (nint)va), len);
     }
 
-    /// <summary>The checks of the seed's reader and writer; returns the calling thread's access state.</summary>
+    /// <summary>The checks every reader and writer of guest memory passes; returns the calling thread's access state.</summary>
     private ThreadAccess CheckUserAccess(ulong va, ulong len)
     {
         ThrowIfDisposed();
