@@ -55,10 +55,14 @@ internal sealed partial class PtCursor
     /// to mirror them. Structural changes (nodes created, split or reclaimed) are not recorded:
     /// they do not change what is mapped.
     /// </summary>
-    internal void StartJournal() => _journal = new List<PtChange>();
+    internal void StartJournal() => _journaling = true;
 
     /// <summary>Forgets the recorded changes: they are final (their host updates were applied).</summary>
-    internal void CommitJournal() => _journal?.Clear();
+    internal void CommitJournal()
+    {
+        _firstChange = default;
+        _moreChanges?.Clear();
+    }
 
     /// <summary>
     /// Undoes every change recorded since the last commit, newest first, so that each leaf is
@@ -67,37 +71,40 @@ internal sealed partial class PtCursor
     /// </summary>
     internal void UndoJournal(Action<PtChangeKind, ulong, ulong> undone)
     {
-        if (_journal == null) return;
-        for (int r = _journal.Count - 1; r >= 0; r--)
+        if (_moreChanges != null)
+            for (int r = _moreChanges.Count - 1; r >= 0; r--) Undo(_moreChanges[r], undone);
+        if (_firstChange.Count > 0) Undo(_firstChange, undone);
+        CommitJournal();
+    }
+
+    private void Undo(in PtChange change, Action<PtChangeKind, ulong, ulong> undone)
+    {
+        for (uint i = change.Count; i-- > 0;)
         {
-            PtChange change = _journal[r];
-            for (uint i = change.Count; i-- > 0;)
-            {
-                (ulong va, ulong old, ulong @new) = change.At(i);
-                RestoreLeaf(va, change.Level, old);
-                undone(change.Kind, old, @new);
-            }
+            (ulong va, ulong old, ulong @new) = change.At(i);
+            RestoreLeaf(va, change.Level, old);
+            undone(change.Kind, old, @new);
         }
-        _journal.Clear();
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private void Record(ulong va, int level, ulong old, ulong @new, PtChangeKind kind)
     {
-        List<PtChange>? journal = _journal;
-        if (journal == null) return;
+        if (!_journaling) return;
         old = Pte.IsPresent(old) ? old : 0;
-        int n = journal.Count;
-        if (n > 0)
+        if (_firstChange.Count == 0)
         {
-            ref PtChange last = ref System.Runtime.InteropServices.CollectionsMarshal.AsSpan(journal)[n - 1];
-            if (last.Extends(va, level, old, @new, kind))
-            {
-                last.Count++;
-                return;
-            }
+            _firstChange = new PtChange { Va = va, Level = (byte)level, Old = old, New = @new, Count = 1, Kind = kind };
+            return;
         }
-        journal.Add(new PtChange { Va = va, Level = (byte)level, Old = old, New = @new, Count = 1, Kind = kind });
+        List<PtChange>? more = _moreChanges;
+        ref PtChange last = ref (more is { Count: > 0 } ? ref System.Runtime.InteropServices.CollectionsMarshal.AsSpan(more)[^1] : ref _firstChange);
+        if (last.Extends(va, level, old, @new, kind))
+        {
+            last.Count++;
+            return;
+        }
+        (_moreChanges ??= new List<PtChange>()).Add(new PtChange { Va = va, Level = (byte)level, Old = old, New = @new, Count = 1, Kind = kind });
     }
 
     /// <summary>

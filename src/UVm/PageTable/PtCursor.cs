@@ -43,7 +43,9 @@ internal sealed partial class PtCursor
     private int _guardLevel;
     private ulong _va;
     private bool _released;
-    private List<PtChange>? _journal; // leaf changes since the last commit, when journaling
+    private bool _journaling;          // whether leaf changes are recorded (see StartJournal)
+    private PtChange _firstChange;     // the first record since the last commit (Count 0: none), kept inline:
+    private List<PtChange>? _moreChanges; // most batches are one run, and then the journal allocates nothing
 
     internal PtCursor(PageTable pt, ulong start, ulong end, bool mutable)
     {
