@@ -21,16 +21,7 @@ public sealed class HostileHandlers : GuestFixture
         // Each call maps the faulting page and unmaps the other: the 8-byte access at the page
         // boundary faults on alternate pages forever, at changing addresses.
         int calls = 0;
-        Space.RegisterPageFaultHandler((VmSpace s, in PageFaultInfo info) =>
-        {
-            if (++calls > 1000) return false; // the test's own safety net: never reached when fixed
-            ulong page = info.Address & ~(Page - 1);
-            ulong other = page == Va ? Va + Page : Va;
-            using (CursorMut c = s.CursorMut(VaddrRange.FromLength(other, Page))) c.Unmap(Page);
-            using UFrame f = s.Pool.AllocFrame();
-            using (CursorMut c = s.CursorMut(VaddrRange.FromLength(page, Page))) c.Map(f, PageProperty.New(PageFlags.RW));
-            return true;
-        });
+        Space.RegisterPageFaultHandler(MoveTheHole(() => ++calls));
         var reader = Space.Reader(Va + Page - 4, 8);
         IoResult<ulong> r = reader.ReadVal<ulong>();
         Assert.That(r.Error, Is.EqualTo(UVmError.PageFault));
@@ -42,16 +33,7 @@ public sealed class HostileHandlers : GuestFixture
     public void A_copy_that_progresses_between_faults_is_not_cut_by_the_retry_bound()
     {
         int calls = 0;
-        Space.RegisterPageFaultHandler((VmSpace s, in PageFaultInfo info) =>
-        {
-            if (++calls > 1000) return false;
-            ulong page = info.Address & ~(Page - 1);
-            ulong other = page == Va ? Va + Page : Va;
-            using (CursorMut c = s.CursorMut(VaddrRange.FromLength(other, Page))) c.Unmap(Page);
-            using UFrame f = s.Pool.AllocFrame();
-            using (CursorMut c = s.CursorMut(VaddrRange.FromLength(page, Page))) c.Map(f, PageProperty.New(PageFlags.RW));
-            return true;
-        });
+        Space.RegisterPageFaultHandler(MoveTheHole(() => ++calls));
         // Every resolution lets the copy move on (it never needs the page given up again), so the
         // bound, which counts retries without progress, does not cut it short.
         var writer = Space.Writer(Va, 2 * Page);
@@ -192,4 +174,20 @@ public sealed class HostileHandlers : GuestFixture
         var after = Space.Writer(Va, 8);
         Assert.That(after.WriteVal(1UL).Fault?.Kind, Is.EqualTo(PageFaultKind.Protection), "the same without the cursor");
     }
+
+    /// <summary>
+    /// A handler that maps the faulting one of the two pages at <see cref="GuestFixture.Va"/> and
+    /// unmaps the other, counting its calls through <paramref name="count"/> (it gives up past
+    /// 1,000: the test's own safety net, never reached when the retry bound works).
+    /// </summary>
+    private static PageFaultHandler MoveTheHole(Func<int> count) => (VmSpace s, in PageFaultInfo info) =>
+    {
+        if (count() > 1000) return false;
+        ulong page = info.Address & ~(Page - 1);
+        ulong other = page == Va ? Va + Page : Va;
+        using (CursorMut c = s.CursorMut(VaddrRange.FromLength(other, Page))) c.Unmap(Page);
+        using UFrame f = s.Pool.AllocFrame();
+        using (CursorMut c = s.CursorMut(VaddrRange.FromLength(page, Page))) c.Map(f, PageProperty.New(PageFlags.RW));
+        return true;
+    };
 }
