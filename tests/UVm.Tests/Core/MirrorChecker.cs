@@ -405,4 +405,37 @@ public sealed class MirrorChecker : SpaceFixture
         Assert.Throws<ObjectDisposedException>(() => other.CheckHostMirror());
         Assert.Throws<ArgumentOutOfRangeException>(() => HostMirror.Compare(Space, -1));
     }
+
+    [Test]
+    public void Comparing_while_this_thread_holds_a_cursor_throws_and_holds_nothing()
+    {
+        using (CursorMut c = Space.CursorMut(Span(0x40_0000, Page)))
+            Assert.Throws<InvalidOperationException>(() => HostMirror.Compare(Space), "it would wait on this thread's own cursor");
+        Assert.That(HostMirror.Compare(Space), Is.Empty, "the refused call left nothing locked");
+    }
+
+    [Test, CancelAfter(60_000)]
+    public void Comparing_while_another_thread_disposes_the_space_is_a_report_or_ObjectDisposed()
+    {
+        int reports = 0, disposed = 0;
+        for (int round = 0; round < 50; round++)
+        {
+            VmSpace other = new(new VmSpaceOptions { Size = 64 * MiB, Pool = Pool });
+            using (UFrame f = Pool.AllocFrame()) MapAt(other, 0x10_0000, f);
+            var disposer = Deadlines.Background("mirror dispose", other.Dispose);
+            disposer.Start();
+            try
+            {
+                MirrorReport r = HostMirror.Compare(other);
+                Assert.That(r, Is.Empty, "a space compared before it went is mirrored");
+                reports++;
+            }
+            catch (ObjectDisposedException)
+            {
+                disposed++;
+            }
+            Deadlines.Join(disposer, "the disposer");
+        }
+        Assert.That(reports + disposed, Is.EqualTo(50));
+    }
 }
