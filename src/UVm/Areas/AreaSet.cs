@@ -34,6 +34,23 @@ internal sealed class AreaSet
     /// <summary>A set with the same areas (areas are immutable, so they are shared).</summary>
     internal AreaSet Clone() => new(End, new SortedList<ulong, VmArea>(_areas));
 
+    /// <summary>Whether the set holds exactly <paramref name="areas"/> (in address order).</summary>
+    internal bool SameAs(IReadOnlyList<VmArea> areas)
+    {
+        if (areas.Count != _areas.Count) return false;
+        IList<VmArea> mine = _areas.Values;
+        for (int i = 0; i < areas.Count; i++)
+            if (!mine[i].Equals(areas[i])) return false;
+        return true;
+    }
+
+    /// <summary>Makes the set hold exactly <paramref name="areas"/>, which are in address order and valid for it (a snapshot's).</summary>
+    internal void ReplaceAll(IReadOnlyList<VmArea> areas)
+    {
+        _areas.Clear();
+        foreach (VmArea area in areas) Add(area);
+    }
+
     /// <summary>The area containing <paramref name="va"/>, if any.</summary>
     internal bool TryFind(ulong va, [NotNullWhen(true)] out VmArea? area)
     {

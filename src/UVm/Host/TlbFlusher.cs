@@ -90,6 +90,18 @@ public sealed class TlbFlusher
         _ops.Clear();
     }
 
+    /// <summary>
+    /// Forgets the pending operations and releases, none of which reached the host: for a cursor
+    /// that took back every change of its batch before dispatching it (the frames waiting for
+    /// release are back in its table).
+    /// </summary>
+    internal void ForgetBatch()
+    {
+        _mapOps = _unmapOps = _protectOps = 0;
+        _ops.Clear();
+        _release.Clear();
+    }
+
     private void PublishOpCounts()
     {
         if ((_mapOps | _unmapOps | _protectOps) == 0) return;

@@ -20,6 +20,12 @@ internal sealed class PageTable
     /// <summary>End of the user range; every cursor range lies below it.</summary>
     internal ulong Size { get; }
 
+    /// <summary>
+    /// The pages whose leaves changed since a mark, when somebody measures them (a space reset
+    /// in place to a snapshot); null otherwise, and then committing a batch records nothing.
+    /// </summary>
+    internal PtChangeLog? Changes { get; set; }
+
     /// <summary>Nodes currently in the tree, the root included.</summary>
     internal long NodeCount => Volatile.Read(ref _nodes);
 

@@ -57,8 +57,22 @@ internal sealed partial class PtCursor
     /// </summary>
     internal void StartJournal() => _journaling = true;
 
-    /// <summary>Forgets the recorded changes: they are final (their host updates were applied).</summary>
+    /// <summary>
+    /// Forgets the recorded changes: they are final (their host updates were applied). When the
+    /// table keeps a change log (<see cref="PageTable.Changes"/>), they go there first.
+    /// </summary>
     internal void CommitJournal()
+    {
+        if (_pt.Changes is { } log)
+        {
+            if (_firstChange.Count > 0) log.Record(_firstChange.Va, _firstChange.Count * Paging.SizeAt(_firstChange.Level));
+            if (_moreChanges != null)
+                foreach (PtChange c in _moreChanges) log.Record(c.Va, c.Count * Paging.SizeAt(c.Level));
+        }
+        ForgetJournal();
+    }
+
+    private void ForgetJournal()
     {
         _firstChange = default;
         _moreChanges?.Clear();
@@ -74,7 +88,7 @@ internal sealed partial class PtCursor
         if (_moreChanges != null)
             for (int r = _moreChanges.Count - 1; r >= 0; r--) Undo(_moreChanges[r], undone);
         if (_firstChange.Count > 0) Undo(_firstChange, undone);
-        CommitJournal();
+        ForgetJournal();
     }
 
     private void Undo(in PtChange change, Action<PtChangeKind, ulong, ulong> undone)

@@ -45,7 +45,7 @@ internal static class PtFork
         var writeProtected = new List<(PtNode Node, ulong[] Mask)>();
         try
         {
-            CopyNode(parent.GuardNode, dst, guardLevel, 0, child, visitor, writeProtected);
+            CopyNode(parent.GuardNode, dst, guardLevel, 0, child, visitor, writeProtected, lockSource: true);
         }
         catch
         {
@@ -58,14 +58,26 @@ internal static class PtFork
         }
     }
 
+    /// <summary>
+    /// Copies every node of <paramref name="frozen"/>, a table nobody changes any more (a
+    /// snapshot's), into the empty table <paramref name="child"/>, without taking its locks: its
+    /// tracked leaves already lack write access, so nothing in it changes either.
+    /// </summary>
+    /// <remarks>If the visitor throws, the child table is left half-built for the caller to drop.</remarks>
+    internal static void CopyFrozen(PageTable frozen, PageTable child, IForkVisitor visitor)
+    {
+        System.Diagnostics.Debug.Assert(frozen.Size == child.Size && child.Root.ValidCount == 0);
+        CopyNode(frozen.Root, child.Root, Paging.NrLevels, 0, child, visitor, new List<(PtNode, ulong[])>(), lockSource: false);
+    }
+
     private static void CopyNode(PtNode src, PtNode dst, int level, ulong vaBase, PageTable child, IForkVisitor visitor,
-        List<(PtNode, ulong[])> writeProtected)
+        List<(PtNode, ulong[])> writeProtected, bool lockSource)
     {
         ulong size = Paging.SizeAt(level);
         ulong[]? mask = null; // entries of src this call write-protected, to undo a refused fork
         try
         {
-            CopyEntries(src, dst, level, vaBase, size, child, visitor, writeProtected, ref mask);
+            CopyEntries(src, dst, level, vaBase, size, child, visitor, writeProtected, lockSource, ref mask);
         }
         finally
         {
@@ -74,7 +86,7 @@ internal static class PtFork
     }
 
     private static void CopyEntries(PtNode src, PtNode dst, int level, ulong vaBase, ulong size, PageTable child, IForkVisitor visitor,
-        List<(PtNode, ulong[])> writeProtected, ref ulong[]? mask)
+        List<(PtNode, ulong[])> writeProtected, bool lockSource, ref ulong[]? mask)
     {
         for (int i = 0; i < Paging.EntriesPerNode; i++)
         {
@@ -84,17 +96,17 @@ internal static class PtFork
             if (!Pte.IsLast(pte, level))
             {
                 PtNode srcChild = src.Children![i]!;
-                srcChild.Lock();
+                if (lockSource) srcChild.Lock();
                 try
                 {
                     if (srcChild.ValidCount == 0) continue;
                     PtNode dstChild = child.NewNode(level - 1);
                     dst.SetChild(i, dstChild);
-                    CopyNode(srcChild, dstChild, level - 1, va, child, visitor, writeProtected);
+                    CopyNode(srcChild, dstChild, level - 1, va, child, visitor, writeProtected, lockSource);
                 }
                 finally
                 {
-                    srcChild.Unlock();
+                    if (lockSource) srcChild.Unlock();
                 }
                 continue;
             }
@@ -102,6 +114,7 @@ internal static class PtFork
             visitor.Leaf(va, size, pte, shared);
             if (shared != pte)
             {
+                System.Diagnostics.Debug.Assert(lockSource, "a frozen table's tracked leaves lack write access already");
                 (mask ??= new ulong[Paging.EntriesPerNode / 64])[i >> 6] |= 1UL << (i & 63);
                 src.Ptes[i] = shared;
             }

@@ -20,7 +20,7 @@ public delegate void ProtectOp(ref PageFlags flags, ref CachePolicy cache);
 /// every change the cursor made since its previous dispatch is undone and the dispatch throws
 /// <see cref="UVmException"/> (<see cref="UVmError.HostNoMemory"/> or <see cref="UVmError.HostRefused"/>).
 /// </remarks>
-public sealed class CursorMut : Cursor, IFlushJournal
+public sealed partial class CursorMut : Cursor, IFlushJournal
 {
     private readonly TlbFlusher _flusher;
 
@@ -35,11 +35,7 @@ public sealed class CursorMut : Cursor, IFlushJournal
 
     List<TlbFlushOp> IFlushJournal.Undo(List<TlbFlushOp> reset)
     {
-        _pt.UndoJournal((kind, _, mapped) =>
-        {
-            // A mapping made in the batch held a reference of its own: it goes with the mapping.
-            if (kind == PtChangeKind.Map && Pte.IsPresent(mapped) && !Pte.IsUntracked(mapped)) _space.Pool.Release(Pte.Paddr(mapped));
-        });
+        _pt.UndoJournal(DropMappedReference);
         // What the restored table maps in the ranges the host reset, to map there again.
         var refill = new List<TlbFlushOp>();
         foreach (TlbFlushOp range in reset)
@@ -59,6 +55,12 @@ public sealed class CursorMut : Cursor, IFlushJournal
             }
         }
         return refill;
+    }
+
+    /// <summary>For an undone change: a mapping made in the batch held a reference of its own, which goes with the mapping.</summary>
+    private void DropMappedReference(PtChangeKind kind, ulong old, ulong mapped)
+    {
+        if (kind == PtChangeKind.Map && Pte.IsPresent(mapped) && !Pte.IsUntracked(mapped)) _space.Pool.Release(Pte.Paddr(mapped));
     }
 
     /// <summary>The cursor's flusher: what it changed in the page table but not yet on the host.</summary>

@@ -23,7 +23,7 @@ public sealed partial class VmSpace
     public VmSpace ForkCopyOnWrite()
     {
         ThrowIfDisposed();
-        var child = new VmSpace(new VmSpaceOptions { Size = Size, GuardSize = _arena.Guard, Pool = Pool, MaxHostMappings = Budget.Limit });
+        var child = new VmSpace(SameShape());
         child._pageFaultHandler = Volatile.Read(ref _pageFaultHandler);
         PtCursor cursor;
         try
@@ -70,34 +70,42 @@ public sealed partial class VmSpace
         return child;
     }
 
-    /// <summary>Takes the child's references and queues both spaces' host updates, run by run.</summary>
+    /// <summary>Options for a space of the same size, pool, host guard and mapping budget as this one.</summary>
+    internal VmSpaceOptions SameShape() => new() { Size = Size, GuardSize = _arena.Guard, Pool = Pool, MaxHostMappings = Budget.Limit };
+
+    /// <summary>
+    /// Takes the copy's references and queues the host updates, run by run: the parent's
+    /// write-protections, and the child's mappings when the copy is a space (a snapshot's table
+    /// has no host side).
+    /// </summary>
     private sealed class ForkMirror : IForkVisitor
     {
         private readonly VmSpace _parent;
-        private readonly TlbFlusher _parentFlusher, _childFlusher;
+        private readonly TlbFlusher _parentFlusher;
+        private readonly TlbFlusher? _childFlusher;
 
-        internal ForkMirror(VmSpace parent, VmSpace child)
+        internal ForkMirror(VmSpace parent, VmSpace? child)
         {
             _parent = parent;
             _parentFlusher = parent.NewFlusher();
-            _childFlusher = child.NewFlusher();
+            _childFlusher = child?.NewFlusher();
         }
 
         public void Leaf(ulong va, ulong size, ulong before, ulong after)
         {
             // Everything that can refuse comes first: a refusal must leave no trace of this leaf.
-            _childFlusher.EnsureRoomForOneMore();
+            _childFlusher?.EnsureRoomForOneMore();
             if (before != after) _parentFlusher.EnsureRoomForOneMore();
             ulong paddr = Pte.Paddr(after);
             int prot = Pte.HostProt(after);
             if (Pte.IsUntracked(after))
             {
-                if (_parent.FindIoMemByPaddr(paddr) is { } io)
+                if (_childFlusher != null && _parent.FindIoMemByPaddr(paddr) is { } io)
                     _childFlusher.IssueTlbFlush(TlbFlushOp.ForMap(va, size, io.Io.Fd, io.Io.FileOffset + io.Offset, prot));
                 return;
             }
             _parent.Pool.AddRef(paddr);
-            _childFlusher.IssueTlbFlush(TlbFlushOp.ForMap(va, size, _parent.Pool.Fd, paddr, prot));
+            _childFlusher?.IssueTlbFlush(TlbFlushOp.ForMap(va, size, _parent.Pool.Fd, paddr, prot));
             if (before != after) _parentFlusher.IssueTlbFlush(TlbFlushOp.ForProtect(va, size, prot));
         }
 
@@ -108,7 +116,7 @@ public sealed partial class VmSpace
         internal void Dispatch()
         {
             _parentFlusher.DispatchTlbFlush();
-            _childFlusher.DispatchTlbFlush();
+            _childFlusher?.DispatchTlbFlush();
         }
     }
 }

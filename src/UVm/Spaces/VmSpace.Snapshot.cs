@@ -1,0 +1,167 @@
+using UVm.Host;
+using UVm.PageTable;
+
+namespace UVm.Spaces;
+
+// Snapshots at the level of the page table: capture a space's table, make a space from one,
+// reset a space to one in place. A space that was captured, made or reset keeps a change log
+// (PtChangeLog) measured from that snapshot, so the next reset to it visits only the pages
+// whose entries changed since: its cost follows the dirt, not the size of the space.
+public sealed partial class VmSpace
+{
+    /// <summary>
+    /// Freezes this space's table into a new snapshot: every tracked frame gets a reference of
+    /// the snapshot's and loses write access here (copy-on-write, as after a fork; nothing is
+    /// copied), I/O memory is kept open. From now on the space logs its changes against it.
+    /// </summary>
+    /// <remarks>Waits for live cursors of other threads; the calling thread must hold none of this space.</remarks>
+    /// <exception cref="ObjectDisposedException">The space was disposed.</exception>
+    /// <exception cref="UVmException"><see cref="UVmError.HostMappingLimit"/>: write-protecting would pass the
+    /// budget (the space is left exactly as it was); <see cref="UVmError.HostNoMemory"/> or
+    /// <see cref="UVmError.HostRefused"/>: the host refused the write-protection (the space keeps write-protected entries).</exception>
+    internal TableSnapshot CaptureTable()
+    {
+        ThrowIfDisposed();
+        var snapshot = new TableSnapshot(Pool, Size);
+        PtCursor cursor;
+        try
+        {
+            cursor = LockTable(0, Size, mutable: true);
+        }
+        catch
+        {
+            snapshot.Dispose();
+            throw;
+        }
+        var visitor = new ForkMirror(this, null);
+        bool copied = false;
+        try
+        {
+            lock (_ioMems)
+            {
+                foreach (IoMem io in _ioMems) snapshot.Keep(io);
+            }
+            PtFork.CopyOnWrite(cursor, snapshot.Table, visitor);
+            copied = true;
+            visitor.Dispatch();
+            (_pt.Changes ??= new PtChangeLog()).Clear(snapshot);
+        }
+        catch
+        {
+            // As for a refused fork: refused while copying, the table is as it was; refused on
+            // the host, it keeps its write-protected entries. The half-made snapshot goes.
+            try
+            {
+                if (copied) visitor.DispatchParent();
+                else visitor.DiscardParent();
+            }
+            finally
+            {
+                cursor.Release();
+                snapshot.Dispose();
+            }
+            throw;
+        }
+        cursor.Release();
+        return snapshot;
+    }
+
+    /// <summary>
+    /// A new space equal to <paramref name="snapshot"/>: its table is a copy of the frozen one
+    /// (every tracked frame shared copy-on-write, with a reference of the new space's), mirrored
+    /// onto the new arena one host call per run. The caller holds a use of the snapshot.
+    /// </summary>
+    /// <exception cref="ArgumentException">Invalid <paramref name="options"/> (see <see cref="VmSpace(VmSpaceOptions)"/>).</exception>
+    /// <exception cref="UVmException"><see cref="UVmError.HostMappingLimit"/>, <see cref="UVmError.HostNoMemory"/>
+    /// or <see cref="UVmError.HostRefused"/>: the new space's host mappings were refused (nothing is left of it).</exception>
+    internal static VmSpace FromSnapshot(TableSnapshot snapshot, VmSpaceOptions options)
+    {
+        var space = new VmSpace(options);
+        try
+        {
+            PtCursor cursor = space.LockTable(0, space.Size, mutable: true);
+            try
+            {
+                foreach (IoMem io in snapshot.IoMems) space.KeepIoMem(io);
+                var visitor = new SnapshotMirror(space, snapshot);
+                PtFork.CopyFrozen(snapshot.Table, space._pt, visitor);
+                visitor.Dispatch();
+                space._pt.Changes = new PtChangeLog { Baseline = snapshot };
+            }
+            finally
+            {
+                cursor.Release();
+            }
+        }
+        catch
+        {
+            space.Dispose(); // its table holds exactly the references it took
+            throw;
+        }
+        return space;
+    }
+
+    /// <summary>
+    /// Makes this space's table and host equal to <paramref name="snapshot"/> again, in place:
+    /// when the space's change log is measured from this snapshot, only the pages logged as
+    /// changed are compared and restored; otherwise every page either maps. One batch: if the
+    /// host or the budget refuses, the space is left exactly as it was. The caller holds a use
+    /// of the snapshot and checked that it has this space's size and pool.
+    /// </summary>
+    /// <remarks>Waits for live cursors of other threads (so for faults being resolved); the calling thread must hold none of this space.</remarks>
+    /// <exception cref="ObjectDisposedException">The space was disposed.</exception>
+    /// <exception cref="UVmException"><see cref="UVmError.HostMappingLimit"/>, <see cref="UVmError.HostNoMemory"/>
+    /// or <see cref="UVmError.HostRefused"/>: refused; nothing changed.</exception>
+    /// <returns>The pages compared.</returns>
+    internal int ResetTo(TableSnapshot snapshot)
+    {
+        ThrowIfDisposed();
+        var c = new CursorMut(this, LockTable(0, Size, mutable: true), NewFlusher());
+        try
+        {
+            PtChangeLog log = _pt.Changes ??= new PtChangeLog();
+            List<ulong> pages = ReferenceEquals(log.Baseline, snapshot) ? log.Pages() : c.PagesEitherMaps(snapshot);
+            try
+            {
+                ulong agreed = 0;
+                foreach (ulong va in pages)
+                    if (va >= agreed) agreed = c.RestoreFrom(snapshot, va);
+            }
+            catch
+            {
+                c.Abandon();
+                throw;
+            }
+            c.Flusher.DispatchTlbFlush(); // refused: the whole batch is undone
+            log.Clear(snapshot);
+            return pages.Count;
+        }
+        finally
+        {
+            c.Dispose();
+        }
+    }
+
+    /// <summary>Queues a new space's mappings of a snapshot's leaves, taking a reference on each tracked frame.</summary>
+    private sealed class SnapshotMirror(VmSpace space, TableSnapshot snapshot) : IForkVisitor
+    {
+        private readonly TlbFlusher _flusher = space.NewFlusher();
+
+        public void Leaf(ulong va, ulong size, ulong before, ulong after)
+        {
+            _flusher.EnsureRoomForOneMore();
+            ulong paddr = Pte.Paddr(after);
+            int prot = Pte.HostProt(after);
+            if (Pte.IsUntracked(after))
+            {
+                (IoMem io, ulong offset) = snapshot.FindIoMem(paddr);
+                _flusher.IssueTlbFlush(TlbFlushOp.ForMap(va, size, io.Fd, io.FileOffset + offset, prot));
+                return;
+            }
+            space.Pool.AddRef(paddr);
+            _flusher.IssueTlbFlush(TlbFlushOp.ForMap(va, size, space.Pool.Fd, paddr, prot));
+        }
+
+        internal void Dispatch() => _flusher.DispatchTlbFlush();
+    }
+}
