@@ -64,6 +64,7 @@ public sealed partial class AddressSpace
     private bool HandleFault(in PageFaultInfo info)
     {
         if (!_lock.TryEnterReadLock(Timeout.Infinite)) return false;
+        bool marked = false;
         try
         {
             if (_disposed != 0 || !_areas.TryFind(info.Address, out VmArea? area))
@@ -78,20 +79,16 @@ public sealed partial class AddressSpace
                 return false;
             }
             ulong page = Paging.AlignDown(info.Address, Paging.PageSize);
-            using CursorMut c = Space.CursorMut(new VaddrRange(page, page + Paging.PageSize));
-            PageSlot slot = c.QuerySlot();
-            if (!slot.IsMapped)
-            {
-                c.Dispose();
-                return area.Backend.ResolveNotPresent(this, area, page);
-            }
-            bool privatePage = area.Backend.HasPrivatePages && slot.IsTracked;
-            if (info.Access != PageFaultAccess.Write || !privatePage) return RestoreRights(c, area, privatePage);
-            c.Dispose();
-            return CopyOnWrite.Resolve(this, area, page);
+            // A write to a watched page is marked before the page can get W (RightsFor), and
+            // unmarked if the write cannot be resolved after all.
+            marked = info.Access == PageFaultAccess.Write && _watch.IsActive && _watch.MarkWritten(page);
+            bool resolved = Resolve(area, page, info.Access);
+            if (!resolved && marked) _watch.Unmark(page);
+            return resolved;
         }
         catch (UVmException e) when (e.Error is UVmError.NoMemory or UVmError.HostMappingLimit or UVmError.HostNoMemory or UVmError.HostRefused)
         {
+            if (marked) _watch.Unmark(Paging.AlignDown(info.Address, Paging.PageSize));
             // Out of frames or of host mappings, or the host refused: the access fails like any
             // unresolved fault, so a fallible copy returns its exact byte count with PageFault
             // instead of throwing mid-copy. Nothing was mapped for the faulting page (a refused
@@ -102,10 +99,31 @@ public sealed partial class AddressSpace
         {
             return false; // disposed while resolving: the access fails as a fault
         }
+        catch when (marked)
+        {
+            _watch.Unmark(Paging.AlignDown(info.Address, Paging.PageSize)); // a throwing backend: the write did not happen
+            throw;
+        }
         finally
         {
             _lock.ExitReadLock();
         }
+    }
+
+    /// <summary>Picks the policy for a fault on <paramref name="page"/> of <paramref name="area"/>, which allows the access.</summary>
+    private bool Resolve(VmArea area, ulong page, PageFaultAccess access)
+    {
+        using CursorMut c = Space.CursorMut(new VaddrRange(page, page + Paging.PageSize));
+        PageSlot slot = c.QuerySlot();
+        if (!slot.IsMapped)
+        {
+            c.Dispose();
+            return area.Backend.ResolveNotPresent(this, area, page);
+        }
+        bool privatePage = area.Backend.HasPrivatePages && slot.IsTracked;
+        if (access != PageFaultAccess.Write || !privatePage) return RestoreRights(c, area, page, slot.IsTracked, privatePage);
+        c.Dispose();
+        return CopyOnWrite.Resolve(this, area, page);
     }
 
     /// <summary>
@@ -113,9 +131,9 @@ public sealed partial class AddressSpace
     /// page lost (a shared page write-protected by a fork, or rights given back by
     /// <see cref="Protect"/>). A private page gets W only through <see cref="CopyOnWrite"/>.
     /// </summary>
-    private bool RestoreRights(CursorMut c, VmArea area, bool privatePage)
+    private bool RestoreRights(CursorMut c, VmArea area, ulong page, bool tracked, bool privatePage)
     {
-        PageFlags add = area.Flags & PageFlags.RWX;
+        PageFlags add = (tracked ? RightsFor(area, page) : area.Flags) & PageFlags.RWX;
         if (privatePage) add &= ~PageFlags.W;
         c.ProtectNext(Paging.PageSize, (ref PageFlags f, ref CachePolicy _) => f |= add);
         Interlocked.Increment(ref Stats._sharedWriteRestores);

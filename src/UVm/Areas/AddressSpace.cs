@@ -23,6 +23,7 @@ public sealed partial class AddressSpace : IDisposable
     private readonly ReaderWriterLockSlim _lock = new(LockRecursionPolicy.NoRecursion);
     private readonly AreaSet _areas;
     private readonly RegionChunks _chunks;
+    private readonly WriteWatch _watch = new();
     private int _faultAround = 16;
     private int _disposed;
 
@@ -179,14 +180,15 @@ public sealed partial class AddressSpace : IDisposable
                 foreach (VmArea area in areas)
                 {
                     _areas.Replace(area with { Flags = flags });
-                    bool privatePages = area.Backend.HasPrivatePages;
+                    bool privatePages = area.Backend.HasPrivatePages, watching = _watch.IsActive;
                     c.Jump(area.Range.Start);
                     while (c.VirtAddr < area.Range.End &&
                            c.ProtectNext(area.Range.End - c.VirtAddr, (ref PageFlags f, ref CachePolicy _) =>
                            {
-                               // Private pages regain W on their next write fault, which checks for sharing.
+                               // Private pages regain W on their next write fault, which checks for sharing; so
+                               // does every page while a write watch runs, which checks whether it is watched.
                                PageFlags keep = f & (PageFlags.Accessed | PageFlags.Dirty | PageFlags.Avail1 | PageFlags.Avail2);
-                               PageFlags rights = privatePages && (f & PageFlags.W) == 0 ? flags & ~PageFlags.W : flags;
+                               PageFlags rights = (privatePages || watching) && (f & PageFlags.W) == 0 ? flags & ~PageFlags.W : flags;
                                f = keep | (rights & PageFlags.RWX);
                            }) is not null)
                     {

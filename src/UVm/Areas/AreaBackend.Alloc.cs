@@ -17,10 +17,9 @@ public abstract partial record AreaBackend
         internal override void MapAtOnce(AddressSpace owner, VmArea area)
         {
             if (!Populate) return; // lazy: pages come with their first fault
-            PageProperty prop = PageProperty.New(area.Flags);
             using CursorMut c = owner.Space.CursorMut(area.Range);
             for (ulong va = area.Range.Start; va < area.Range.End; va += Paging.PageSize)
-                owner.Chunks.MapNewFrame(c, va, prop, populate: false);
+                owner.Chunks.MapNewFrame(c, va, owner.PropFor(area, va), populate: false);
         }
 
         internal override bool ResolveNotPresent(AddressSpace owner, VmArea area, ulong page) => DemandZero.Resolve(owner, area, page);

@@ -24,13 +24,12 @@ public abstract partial record AreaBackend
 
         internal override void MapAtOnce(AddressSpace owner, VmArea area)
         {
-            PageProperty prop = PageProperty.New(area.Flags);
             using CursorMut c = owner.Space.CursorMut(area.Range);
             ulong first = Offset / Paging.PageSize;
             for (ulong i = 0; i < area.Range.Length / Paging.PageSize; i++)
             {
                 using UFrame frame = Segment.FrameAt(first + i);
-                c.Map(frame, prop);
+                c.Map(frame, owner.PropFor(area, area.Range.Start + i * Paging.PageSize));
             }
         }
 

@@ -51,6 +51,7 @@ internal static class CopyOnWrite
                     c.Jump(va);
                     PageSlot slot = c.QuerySlot();
                     if (!slot.IsTracked || slot.Allows(PageFlags.W)) continue;
+                    if (va != page && owner.IsWatchedUnwritten(va)) continue; // its first write must fault
                     try
                     {
                         // The last reference gets write access, no copy; else a frame for the copy.

@@ -17,7 +17,6 @@ internal static class DemandZero
     internal static bool Resolve(AddressSpace owner, VmArea area, ulong page)
     {
         (ulong start, ulong end) = owner.WindowOf(area, page);
-        PageProperty prop = PageProperty.New(area.Flags);
         int filled = 0;
         using (CursorMut c = owner.Space.CursorMut(new VaddrRange(start, end)))
         {
@@ -27,7 +26,7 @@ internal static class DemandZero
                 if (c.QuerySlot().IsMapped) continue;
                 try
                 {
-                    owner.Chunks.MapNewFrame(c, va, prop, populate: true);
+                    owner.Chunks.MapNewFrame(c, va, owner.PropFor(area, va), populate: true);
                     filled++;
                 }
                 catch (UVmException e) when ((e.Error is UVmError.NoMemory or UVmError.HostMappingLimit) && va != page)
