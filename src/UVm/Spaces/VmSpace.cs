@@ -22,9 +22,11 @@ namespace UVm.Spaces;
 //
 // Lock order (outermost first): a fault stripe (one per 2 MiB region, held while the page-fault
 // handler runs: the only UVm lock user code runs under, see PageFaultHandler); AddressSpace's
-// area lock; page-table node locks, parent before child (PtCursor; a thread that would wait for
-// a node it holds itself gets InvalidOperationException instead); a space's I/O-memory list; the
-// frame pool's lock; the host-mapping budget's process lock.
+// area lock; a snapshot's use lock (TableSnapshot); page-table node locks, parent before child
+// (PtCursor; a thread that would wait for a node it holds itself gets InvalidOperationException
+// instead); a space's I/O-memory list; the frame pool's lock; the host-mapping budget's process
+// lock. Leaves, nothing taken under them: a table's change log (PtChangeLog) and the write
+// watch's written pages (WriteWatch).
 
 /// <summary>
 /// A guest address space: a page table that is the truth about what is mapped where, mirrored
