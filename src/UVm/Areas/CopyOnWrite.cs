@@ -55,7 +55,7 @@ internal static class CopyOnWrite
                     try
                     {
                         // The last reference gets write access, no copy; else a frame for the copy.
-                        OwnedFrame? copy = space.Pool.ReferenceCountOf(slot.Paddr) == 1 ? null : owner.Chunks.AllocFor(va);
+                        OwnedFrame? copy = space.Pool.ReferenceCountOf(slot.Paddr) == 1 ? null : owner.Chunks.AllocFor(va, willOverwrite: true);
                         pages.Add(new WindowPage(va, slot.Paddr, copy));
                     }
                     catch (UVmException e) when ((e.Error is UVmError.NoMemory or UVmError.HostMappingLimit) && va != page)

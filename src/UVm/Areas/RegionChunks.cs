@@ -23,8 +23,12 @@ internal sealed class RegionChunks : IDisposable
 
     internal RegionChunks(FramePool pool) => _pool = pool;
 
-    /// <summary>Allocates a zeroed frame for guest page <paramref name="va"/> at its slot; its one reference is the caller's.</summary>
-    internal OwnedFrame AllocFor(ulong va) => new(_pool, AllocPaddrFor(va));
+    /// <summary>
+    /// Allocates a frame for guest page <paramref name="va"/> at its slot; its one reference is
+    /// the caller's. Zeroed, unless <paramref name="willOverwrite"/>: then it may hold old
+    /// contents, which the caller overwrites whole before the frame is mapped (a copy).
+    /// </summary>
+    internal OwnedFrame AllocFor(ulong va, bool willOverwrite = false) => new(_pool, AllocPaddrFor(va, willOverwrite));
 
     /// <summary>
     /// Allocates a zeroed frame for the page at <paramref name="va"/> and maps it at
@@ -34,9 +38,9 @@ internal sealed class RegionChunks : IDisposable
     /// object per page.
     /// </summary>
     internal void MapNewFrame(CursorMut cursor, ulong va, PageProperty prop, bool populate) =>
-        cursor.MapOwnedFrame(AllocPaddrFor(va), prop, populate);
+        cursor.MapOwnedFrame(AllocPaddrFor(va, willOverwrite: false), prop, populate);
 
-    private ulong AllocPaddrFor(ulong va)
+    private ulong AllocPaddrFor(ulong va, bool willOverwrite)
     {
         ulong region = va >> 21;
         ulong slot = (va >> Paging.PageShift) & (FramePool.ChunkFrames - 1);
@@ -58,7 +62,7 @@ internal sealed class RegionChunks : IDisposable
                     _chunks[region] = chunk;
                 }
                 ulong paddr = (ulong)chunk * FramePool.ChunkFrames * Paging.PageSize + slot * Paging.PageSize;
-                if (_pool.TryAllocAt(paddr)) return paddr;
+                if (_pool.TryAllocAt(paddr, willOverwrite)) return paddr;
             }
         }
         using UFrame frame = _pool.AllocFrame();

@@ -48,16 +48,32 @@ public sealed unsafe partial class FramePool
 
     /// <summary>
     /// Allocates the frame at <paramref name="paddr"/> (in a chunk the caller reserved) if it is
-    /// free; returns false when it is in use or waiting to be punched.
+    /// free; returns false when it is in use, or waiting to be punched and
+    /// <paramref name="willOverwrite"/> is false.
     /// </summary>
-    internal bool TryAllocAt(ulong paddr)
+    /// <param name="paddr">The frame.</param>
+    /// <param name="willOverwrite">The caller overwrites all of the frame before anybody reads it
+    /// (a copy-on-write copy): a freed frame still waiting to be punched may be handed out as it
+    /// is, its old contents unread, saving the punch and the host's page allocation. A space reset
+    /// to a snapshot frees its copies, and its next run copies into the same slots.</param>
+    internal bool TryAllocAt(ulong paddr, bool willOverwrite = false)
     {
         ulong f = paddr >> Paging.PageShift;
         lock (_lock)
         {
             if (_disposed != 0) ThrowHelper.Disposed(nameof(FramePool));
-            if (_used.IsUsed(f)) return false;
-            _used.Mark(f, 1);
+            if (_used.IsUsed(f))
+            {
+                // Freed frames stay marked used until punched; the most recently freed are last.
+                int dirty = willOverwrite ? _dirty.LastIndexOf(f) : -1;
+                if (dirty < 0) return false;
+                _dirty[dirty] = _dirty[^1]; // the batch is sorted before punching: order does not matter
+                _dirty.RemoveAt(_dirty.Count - 1);
+            }
+            else
+            {
+                _used.Mark(f, 1);
+            }
             // SAFETY: paddr names a frame of a chunk of this pool (the caller's reservation), so f < TotalFrames.
             _refs[f] = 1;
             _inUse++;

@@ -66,6 +66,25 @@ public sealed class SnapshotReset : AreaFixture
     }
 
     [Test]
+    public void The_next_run_copies_into_the_frames_the_reset_freed_without_punching_them()
+    {
+        Parent.FaultAroundPages = 1;
+        (ulong area, VmSnapshot snapshot) = Prepared(Parent);
+        WriteU64(Parent, area + 3 * Page, 7);
+        ulong copy = PageAt(Parent, area + 3 * Page)!.Value.Paddr;
+        long frames = Pool.FramesInUse, punches = Pool.PunchCalls;
+
+        Parent.Reset(snapshot);
+        Assert.That(Pool.FramesInUse, Is.EqualTo(frames - 1), "the copy was freed");
+        WriteU64(Parent, area + 3 * Page, 8);
+
+        Assert.That(PageAt(Parent, area + 3 * Page)!.Value.Paddr, Is.EqualTo(copy), "the same slot, the same frame");
+        Assert.That(Pool.PunchCalls, Is.EqualTo(punches), "a frame about to be overwritten is not punched first");
+        Assert.That(ReadU64(Parent, area + 3 * Page), Is.EqualTo(8UL));
+        Assert.That(Read(Parent, area + 3 * Page + 8, 64), Is.EqualTo(new byte[64]), "the rest of the page is the snapshot's, not the old copy's");
+    }
+
+    [Test]
     public void The_cost_of_a_reset_follows_the_pages_written_not_the_size_of_the_space()
     {
         int Dirty(ulong size)
