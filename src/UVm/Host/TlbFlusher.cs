@@ -79,6 +79,9 @@ public sealed class TlbFlusher
         _release.Add(paddr);
     }
 
+    /// <summary>Releases one reference on the frame at <paramref name="paddr"/> after the next dispatch (whose operations cover its removal).</summary>
+    internal void ReleaseAfterDispatch(ulong paddr) => _release.Add(paddr);
+
     /// <summary>
     /// Forgets the pending operations, for a caller that restored the page table they mirror.
     /// Only for flushers without pending releases (a release must follow its flush).

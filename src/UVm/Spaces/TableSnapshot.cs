@@ -91,6 +91,60 @@ internal sealed class TableSnapshot : IDisposable
         }
     }
 
+    /// <summary>
+    /// Calls <paramref name="run"/> with the runs that make up <c>[start, end)</c>, in address
+    /// order: each a range and the entry of its first page (0 for a hole), where every next page
+    /// continues the first (the same bits, the next frame; or a hole again). A run of tracked
+    /// frames is what one host mapping can mirror; I/O entries come one leaf at a time.
+    /// </summary>
+    internal void VisitRuns(ulong start, ulong end, Action<ulong, ulong, ulong> run)
+    {
+        var runs = new RunBuilder(run);
+        Walk(_table.Root, Paging.NrLevels, 0, start, end, ref runs);
+        runs.Flush();
+    }
+
+    private static void Walk(PtNode node, int level, ulong vaBase, ulong start, ulong end, ref RunBuilder runs)
+    {
+        ulong size = Paging.SizeAt(level);
+        int first = (int)((start - vaBase) / size), last = (int)((end - 1 - vaBase) / size);
+        for (int i = first; i <= last; i++)
+        {
+            ulong va = vaBase + (ulong)i * size, lo = Math.Max(va, start), hi = Math.Min(va + size, end);
+            ulong pte = node.Ptes[i];
+            if (!Pte.IsPresent(pte)) runs.Add(lo, hi - lo, 0);
+            else if (Pte.IsLast(pte, level)) runs.Add(lo, hi - lo, (pte & ~Pte.AddrMask) | (Pte.Paddr(pte) + (lo - va)));
+            else Walk(node.Children![i]!, level - 1, va, lo, hi, ref runs);
+        }
+    }
+
+    /// <summary>Accumulates pieces into maximal runs for <see cref="VisitRuns"/>.</summary>
+    private struct RunBuilder(Action<ulong, ulong, ulong> sink)
+    {
+        private ulong _va, _len, _entry;
+
+        internal void Add(ulong va, ulong len, ulong entry)
+        {
+            if (_len != 0 && va == _va + _len && Continues(entry))
+            {
+                _len += len;
+                return;
+            }
+            Flush();
+            (_va, _len, _entry) = (va, len, entry);
+        }
+
+        private readonly bool Continues(ulong entry) =>
+            _entry == 0 ? entry == 0
+            : entry != 0 && !Pte.IsUntracked(entry) && (entry & ~Pte.AddrMask) == (_entry & ~Pte.AddrMask) && Pte.Paddr(entry) == Pte.Paddr(_entry) + _len;
+
+        internal void Flush()
+        {
+            if (_len != 0) sink(_va, _len, _entry);
+            _len = 0;
+        }
+    }
+
     /// <summary>Starts a use of the snapshot; <see cref="Dispose"/> waits until it ends (<see cref="ExitUse"/>).</summary>
     /// <exception cref="ObjectDisposedException">It was disposed.</exception>
     internal void EnterUse()

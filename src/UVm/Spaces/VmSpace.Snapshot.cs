@@ -123,9 +123,18 @@ public sealed partial class VmSpace
             List<ulong> pages = ReferenceEquals(log.Baseline, snapshot) ? log.Pages() : c.PagesEitherMaps(snapshot);
             try
             {
+                var changed = new List<VaddrRange>();
                 ulong agreed = 0;
                 foreach (ulong va in pages)
-                    if (va >= agreed) agreed = c.RestoreFrom(snapshot, va);
+                {
+                    if (va < agreed) continue;
+                    (VaddrRange restored, bool changes) = c.RestoreFrom(snapshot, va);
+                    agreed = restored.End;
+                    if (!changes) continue;
+                    if (changed.Count > 0 && changed[^1].End >= restored.Start) changed[^1] = changed[^1] with { End = Math.Max(changed[^1].End, restored.End) };
+                    else changed.Add(restored);
+                }
+                c.MirrorRestored(snapshot, changed);
             }
             catch
             {
