@@ -71,7 +71,7 @@ public sealed partial class VmSpace
     }
 
     /// <summary>Options for a space of the same size, pool, host guard and mapping budget as this one.</summary>
-    internal VmSpaceOptions SameShape() => new() { Size = Size, GuardSize = _arena.Guard, Pool = Pool, MaxHostMappings = Budget.Limit };
+    internal VmSpaceOptions SameShape() => new() { Size = Size, HostGuardSize = _arena.HostGuard, Pool = Pool, MaxHostMappings = Budget.Limit };
 
     /// <summary>
     /// Takes the copy's references and queues the host updates, run by run: the parent's

@@ -48,20 +48,20 @@ public sealed partial class VmSpace : IDisposable
     private readonly bool _constructed; // false when the constructor threw: the finalizer has nothing to release
 
     /// <summary>Creates an empty space, reserving its host arena.</summary>
-    /// <exception cref="ArgumentException">The size is zero, not a multiple of 2 MiB or above 128 TiB; the guard is unaligned or
-    /// above <see cref="VmSpaceOptions.MaxGuardSize"/>; the host-mapping budget is below 3.</exception>
+    /// <exception cref="ArgumentException">The size is zero, not a multiple of 2 MiB or above 128 TiB; the host guard is unaligned or
+    /// above <see cref="VmSpaceOptions.MaxHostGuardSize"/>; the host-mapping budget is below 3.</exception>
     /// <exception cref="UVmException"><see cref="UVmError.HostNoMemory"/> when the host refuses the reservation.</exception>
     public VmSpace(VmSpaceOptions? options = null)
     {
         options ??= new VmSpaceOptions();
         if (options.Size == 0 || options.Size % Paging.HugePageSize != 0 || options.Size > Paging.MaxUserSpace)
             ThrowHelper.Argument("the size must be a positive multiple of 2 MiB, at most 128 TiB", nameof(options));
-        if (!Paging.IsAligned(options.GuardSize) || options.GuardSize > VmSpaceOptions.MaxGuardSize)
-            ThrowHelper.Argument($"the guard size must be page aligned and at most 0x{VmSpaceOptions.MaxGuardSize:x}", nameof(options));
+        if (!Paging.IsAligned(options.HostGuardSize) || options.HostGuardSize > VmSpaceOptions.MaxHostGuardSize)
+            ThrowHelper.Argument($"the host guard size must be page aligned and at most 0x{VmSpaceOptions.MaxHostGuardSize:x}", nameof(options));
         if (options.MaxHostMappings is < 3)
             ThrowHelper.Argument("the host-mapping budget must allow at least 3 mappings", nameof(options));
         Pool = options.Pool ?? FramePool.Default;
-        _arena = new HostArena(options.Size, options.GuardSize);
+        _arena = new HostArena(options.Size, options.HostGuardSize);
         Budget = new HostMappingBudget(_arena.Base, options.Size, options.MaxHostMappings ?? HostMappingBudget.ProcessLimit);
         _pt = new PageTable.PageTable(options.Size);
         Created?.Invoke(this);

@@ -8,11 +8,16 @@ public sealed record VmSpaceOptions
     /// <summary>Bytes of guest user space, <c>[0, Size)</c>: a positive multiple of 2 MiB, at most 128 TiB. Default 64 GiB.</summary>
     public ulong Size { get; init; } = 64UL << 30;
 
-    /// <summary>Bytes of never-mapped host guard after the arena. Page aligned, at most <see cref="MaxGuardSize"/>; default 2 MiB.</summary>
-    public ulong GuardSize { get; init; } = Paging.HugePageSize;
+    /// <summary>
+    /// Bytes of never-mapped host address range after the arena, so a host access that runs past
+    /// the arena's end faults instead of reaching a neighbour mapping. Page aligned, at most
+    /// <see cref="MaxHostGuardSize"/>; default 2 MiB. Host-side only: it is not guest address
+    /// space; guard pages inside the guest are guard areas (<c>AreaBackend.Guard</c>).
+    /// </summary>
+    public ulong HostGuardSize { get; init; } = Paging.HugePageSize;
 
-    /// <summary>The largest <see cref="GuardSize"/>: 1 TiB (so the arena and its guard never wrap the address space).</summary>
-    public const ulong MaxGuardSize = 1UL << 40;
+    /// <summary>The largest <see cref="HostGuardSize"/>: 1 TiB (so the arena and its guard never wrap the address space).</summary>
+    public const ulong MaxHostGuardSize = 1UL << 40;
 
     /// <summary>
     /// The most host mappings (VMAs) the space's arena may use; operations that could pass it

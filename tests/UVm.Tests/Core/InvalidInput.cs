@@ -356,7 +356,7 @@ public sealed class InvalidInput : SpaceFixture
     [Test]
     public void An_unaligned_guard_size_throws_ArgumentException()
     {
-        Assert.Throws<ArgumentException>(() => new VmSpace(new VmSpaceOptions { Size = Huge, GuardSize = 100, Pool = Pool }));
+        Assert.Throws<ArgumentException>(() => new VmSpace(new VmSpaceOptions { Size = Huge, HostGuardSize = 100, Pool = Pool }));
     }
 
     [Test]

@@ -57,15 +57,15 @@ public sealed class HostileInputs : SpaceFixture
         Assert.Throws<ObjectDisposedException>(() => pool.AllocSegment(1));
     }
 
-    [TestCase(ulong.MaxValue - 4095)]            // Size + GuardSize wraps to a few KiB
+    [TestCase(ulong.MaxValue - 4095)]            // Size + HostGuardSize wraps to a few KiB
     [TestCase(ulong.MaxValue - (2UL << 20) + 1)]
     [TestCase(1UL << 63)]
-    [TestCase(VmSpaceOptions.MaxGuardSize + 4096)]
+    [TestCase(VmSpaceOptions.MaxHostGuardSize + 4096)]
     public void A_guard_that_would_wrap_the_arena_is_refused(ulong guard)
     {
         Assert.That(Paging.IsAligned(guard), Is.True, "precondition: only the size is wrong, not the alignment");
-        Assert.Throws<ArgumentException>(() => new VmSpace(new VmSpaceOptions { Size = 2UL << 20, GuardSize = guard, Pool = Pool }));
-        using var ok = new VmSpace(new VmSpaceOptions { Size = 2UL << 20, GuardSize = VmSpaceOptions.MaxGuardSize, Pool = Pool });
+        Assert.Throws<ArgumentException>(() => new VmSpace(new VmSpaceOptions { Size = 2UL << 20, HostGuardSize = guard, Pool = Pool }));
+        using var ok = new VmSpace(new VmSpaceOptions { Size = 2UL << 20, HostGuardSize = VmSpaceOptions.MaxHostGuardSize, Pool = Pool });
         Assert.That(ok.Size, Is.EqualTo(2UL << 20));
     }
 

@@ -65,7 +65,7 @@ public sealed class SpaceProperties
     /// <summary>The integers of <see cref="VmSpaceOptions"/>.</summary>
     public readonly record struct SpaceShape(ulong Size, ulong Guard, int? Budget)
     {
-        public override string ToString() => $"Size {Hex(Size)}, GuardSize {Hex(Guard)}, MaxHostMappings {Budget?.ToString() ?? "null"}";
+        public override string ToString() => $"Size {Hex(Size)}, HostGuardSize {Hex(Guard)}, MaxHostMappings {Budget?.ToString() ?? "null"}";
     }
 
     [Test, CancelAfter(120_000)]
@@ -82,13 +82,13 @@ public sealed class SpaceProperties
             string call = $"new VmSpace({shape})";
             bool sizeOk = shape.Size != 0 && shape.Size % Huge == 0 && shape.Size <= Paging.MaxUserSpace;
             bool overflows = shape.Size + shape.Guard < shape.Size;
-            Outcome<VmSpace> o = Run.Of(() => new VmSpace(new VmSpaceOptions { Size = shape.Size, GuardSize = shape.Guard, MaxHostMappings = shape.Budget, Pool = _pool }));
+            Outcome<VmSpace> o = Run.Of(() => new VmSpace(new VmSpaceOptions { Size = shape.Size, HostGuardSize = shape.Guard, MaxHostMappings = shape.Budget, Pool = _pool }));
             bool ok = Contract.For(call)
                 .Refuses<ArgumentException>(shape.Size == 0, "zero size")
                 .Refuses<ArgumentException>(shape.Size % Huge != 0, "size not a multiple of 2 MiB")
                 .Refuses<ArgumentException>(shape.Size > Paging.MaxUserSpace, "size above 128 TiB")
                 .Refuses<ArgumentException>(!Paging.IsAligned(shape.Guard), "guard not page aligned")
-                .Refuses<ArgumentException>(shape.Guard > VmSpaceOptions.MaxGuardSize, "guard above VmSpaceOptions.MaxGuardSize")
+                .Refuses<ArgumentException>(shape.Guard > VmSpaceOptions.MaxHostGuardSize, "guard above VmSpaceOptions.MaxHostGuardSize")
                 .Refuses<ArgumentException>(shape.Budget < 3, "a budget below 3 mappings")
                 .Refuses<ArgumentException>(overflows, "size + guard overflows (the arena cannot be reserved)")
                 .MayRefuse(UVmError.HostNoMemory, sizeOk && !overflows, "the host refuses the reservation")

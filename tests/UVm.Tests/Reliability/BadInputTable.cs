@@ -120,7 +120,7 @@ public sealed class BadInputTable
         yield return new("new VmSpace", "zero size", w => new VmSpace(new VmSpaceOptions { Size = 0, Pool = w.Pool }), Arg);
         yield return new("new VmSpace", "size not a multiple of 2 MiB", w => new VmSpace(new VmSpaceOptions { Size = 3 * MiB, Pool = w.Pool }), Arg);
         yield return new("new VmSpace", "size above 128 TiB", w => new VmSpace(new VmSpaceOptions { Size = 256UL << 40, Pool = w.Pool }), Arg);
-        yield return new("new VmSpace", "unaligned guard", w => new VmSpace(new VmSpaceOptions { Size = 4 * MiB, GuardSize = 100, Pool = w.Pool }), Arg);
+        yield return new("new VmSpace", "unaligned guard", w => new VmSpace(new VmSpaceOptions { Size = 4 * MiB, HostGuardSize = 100, Pool = w.Pool }), Arg);
         yield return new("new VmSpace", "host-mapping budget below 3", w => new VmSpace(new VmSpaceOptions { Size = 4 * MiB, MaxHostMappings = 2, Pool = w.Pool }), Arg);
 
         // ---- VmSpace.Cursor / CursorMut ----------------------------------------------------------
