@@ -72,6 +72,11 @@ public sealed partial class AddressSpace
                 Interlocked.Increment(ref Stats._refused);
                 return false;
             }
+            if (area.Backend.UnresolvedKind is not null)
+            {
+                Interlocked.Increment(ref Stats._guardFaults); // never resolved; the space reports the kind (FaultKinds)
+                return false;
+            }
             PageFlags need = FaultRights.Needed(info.Access);
             if ((area.Flags & need) == 0)
             {
@@ -85,6 +90,11 @@ public sealed partial class AddressSpace
             bool resolved = Resolve(area, page, info.Access);
             if (!resolved && marked) _watch.Unmark(page);
             return resolved;
+        }
+        catch (AreaBackend.FillFailed f)
+        {
+            f.Rethrow(); // an on-demand callback's exception goes out of the access as it was thrown
+            throw;
         }
         catch (UVmException e) when (e.Error is UVmError.NoMemory or UVmError.HostMappingLimit or UVmError.HostNoMemory or UVmError.HostRefused)
         {

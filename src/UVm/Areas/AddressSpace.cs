@@ -24,14 +24,16 @@ public sealed partial class AddressSpace : IDisposable
     private readonly AreaSet _areas;
     private readonly RegionChunks _chunks;
     private readonly WriteWatch _watch = new();
+    private readonly FaultKinds _kinds = new(); // guard areas, for the space's classifier (no lock)
     private int _faultAround = 16;
     private int _disposed;
 
     /// <summary>Creates an empty address space over a new <see cref="VmSpace"/>.</summary>
     /// <exception cref="ArgumentException">Invalid <paramref name="options"/> (see <see cref="VmSpace(VmSpaceOptions)"/>).</exception>
+    /// <remarks>The space's faults are this layer's from then on: <see cref="VmSpace.RegisterPageFaultHandler"/>
+    /// on it throws <see cref="InvalidOperationException"/> (pages filled by your code are <see cref="AreaBackend.OnDemand"/> areas).</remarks>
     public AddressSpace(VmSpaceOptions? options = null) : this(new VmSpace(options), null)
     {
-        Space.RegisterPageFaultHandler(DefaultHandler);
     }
 
     private AddressSpace(VmSpace space, AreaSet? areas)
@@ -39,7 +41,9 @@ public sealed partial class AddressSpace : IDisposable
         Space = space;
         _areas = areas ?? new AreaSet(space.Size);
         _chunks = new RegionChunks(space.Pool);
+        _kinds.Refresh(_areas);
         s_owners.Add(space, this);
+        space.Manage($"an {nameof(AddressSpace)}", DefaultHandler, _kinds.At); // a forked space has the handler already
     }
 
     /// <summary>The fault statistics of the address space that manages <paramref name="space"/>, if one does (until it is disposed).</summary>
@@ -88,8 +92,10 @@ public sealed partial class AddressSpace : IDisposable
     /// <see cref="VmMapOptions.Align"/>. Linear backends and populated allocations are mapped
     /// before this returns; lazy allocations on first access.
     /// </summary>
-    /// <exception cref="ArgumentException">Length or address unaligned; alignment not a power of two of at least a page; <see cref="VmMapOptions.CanOverwrite"/> without an address; a linear backend's offset unaligned.</exception>
-    /// <exception cref="UVmException"><see cref="UVmError.InvalidArgs"/>: zero length, range past the space or overflowing, a linear backend too small;
+    /// <exception cref="ArgumentException">Length or address unaligned; alignment not a power of two of at least a page; <see cref="VmMapOptions.CanOverwrite"/> without an address;
+    /// a linear or image backend's offset unaligned; a segment or image of another pool than the space's; an on-demand backend without a callback, an image backend without an image.</exception>
+    /// <exception cref="ObjectDisposedException">The address space, or an image backend's image, was disposed.</exception>
+    /// <exception cref="UVmException"><see cref="UVmError.InvalidArgs"/>: zero length, range past the space or overflowing, a linear or image backend too small;
     /// <see cref="UVmError.MapAlreadyMappedVaddr"/>: the fixed range overlaps an area and overwriting was not allowed (nothing changes);
     /// <see cref="UVmError.NoMemory"/>: no free range, or no frames for a populated area (nothing stays mapped).</exception>
     public ulong Map(ulong length, AreaBackend backend, VmMapOptions options)
@@ -141,6 +147,7 @@ public sealed partial class AddressSpace : IDisposable
         }
         finally
         {
+            if (!_kinds.IsEmpty || backend.UnresolvedKind is not null) _kinds.Refresh(_areas); // an overwrite may have removed some too
             _lock.ExitWriteLock();
         }
     }
@@ -267,6 +274,7 @@ public sealed partial class AddressSpace : IDisposable
     private void UnmapLocked(VaddrRange range)
     {
         _areas.Remove(range);
+        if (!_kinds.IsEmpty) _kinds.Refresh(_areas);
         using (CursorMut c = Space.CursorMut(range)) c.Unmap(range.Length);
         _chunks.ReleaseUnused(range, _areas.Overlaps);
     }

@@ -1,3 +1,4 @@
+using UVm.Faults;
 using UVm.Spaces;
 
 namespace UVm.Areas;
@@ -40,6 +41,13 @@ public abstract partial record AreaBackend
     /// Default: no (shared memory, whose writes every space sees).
     /// </summary>
     internal virtual bool HasPrivatePages => false;
+
+    /// <summary>
+    /// The kind an unresolved fault in the area is reported with instead of the page table's
+    /// <see cref="PageFaultKind.NotPresent"/> (<see cref="PageFaultKind.Guard"/> for a guard
+    /// area); null, the default, for the page table's. A backend with a kind is never resolved.
+    /// </summary>
+    internal virtual PageFaultKind? UnresolvedKind => null;
 
     /// <summary>How the area's pages come to be, in a few words, for maps-style dumps (addresses as 12 hex digits).</summary>
     internal abstract string Describe();

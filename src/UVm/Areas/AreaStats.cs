@@ -3,7 +3,7 @@ namespace UVm.Areas;
 /// <summary>What the default page-fault handler of an <see cref="AddressSpace"/> has done. Values only grow.</summary>
 public sealed class AreaStats
 {
-    internal long _demandZero, _demandZeroPages, _cowCopies, _cowPages, _cowTakeovers, _cowTakeoverPages, _sharedWriteRestores, _refused;
+    internal long _demandZero, _demandZeroPages, _cowCopies, _cowPages, _cowTakeovers, _cowTakeoverPages, _sharedWriteRestores, _refused, _onDemandFills, _onDemandDeclined, _guardFaults;
 
     /// <summary>Faults resolved by allocating zeroed frames (each may fill a fault-around window).</summary>
     public long DemandZeroFaults => Volatile.Read(ref _demandZero);
@@ -31,6 +31,15 @@ public sealed class AreaStats
     /// <remarks>The same counter as the <c>rights_restored</c> kind of <see cref="Diagnostics.PageFaultCounts"/>, under another public name; <see cref="Diagnostics.PageFaultCounts"/> says how the two counts differ.</remarks>
     public long SharedWriteRestores => Volatile.Read(ref _sharedWriteRestores);
 
-    /// <summary>Faults the handler refused (no area, or the area's rights forbid the access).</summary>
+    /// <summary>Faults the handler refused (no area, or the area's rights forbid the access). Guard and declined on-demand faults are counted on their own.</summary>
     public long Refused => Volatile.Read(ref _refused);
+
+    /// <summary>Pages of on-demand areas filled by their callback and mapped.</summary>
+    public long OnDemandFills => Volatile.Read(ref _onDemandFills);
+
+    /// <summary>Faults in on-demand areas whose callback declined (returned false): each failed its access.</summary>
+    public long OnDemandDeclined => Volatile.Read(ref _onDemandDeclined);
+
+    /// <summary>Faults in guard areas (each failed its access, reported as <see cref="Faults.PageFaultKind.Guard"/>).</summary>
+    public long GuardFaults => Volatile.Read(ref _guardFaults);
 }

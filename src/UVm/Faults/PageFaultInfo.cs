@@ -13,7 +13,7 @@ public enum PageFaultAccess
     Execute = 2,
 }
 
-/// <summary>Why the access faulted, according to the page table.</summary>
+/// <summary>Why the access faulted, according to the page table (and, for <see cref="Guard"/>, the layer that manages the space).</summary>
 public enum PageFaultKind
 {
     /// <summary>Nothing is mapped at the address.</summary>
@@ -24,6 +24,12 @@ public enum PageFaultKind
     BusError,
     /// <summary>The address is not in the guest's user space (or the fault hit library memory).</summary>
     OutOfRange,
+    /// <summary>
+    /// Nothing is mapped at the address and never will be: it lies in a guard area (a reserved
+    /// range such as a stack guard or a heap red zone, <c>AreaBackend.Guard</c> of an
+    /// <c>AddressSpace</c>). Reported instead of <see cref="NotPresent"/> for such addresses.
+    /// </summary>
+    Guard,
 }
 
 /// <summary>A page fault as UVm hands it to a page-fault handler, and reports it when unresolved.</summary>

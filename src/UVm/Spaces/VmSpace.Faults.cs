@@ -12,6 +12,8 @@ public sealed partial class VmSpace : IFaultResolver
     private const int FaultStripes = 64;
     private readonly object[] _faultStripes = CreateStripes();
     private PageFaultHandler? _pageFaultHandler;
+    private string? _managedBy;                           // the layer whose handler serves the faults (Manage)
+    private Func<ulong, PageFaultKind?>? _classifyAbsent; // its say on faults where nothing is mapped
     private long _spuriousFaults, _handledFaults, _unresolvedFaults;
 
     /// <summary>Faults resolved by re-installing a host mapping the page table already allowed.</summary>
@@ -29,11 +31,33 @@ public sealed partial class VmSpace : IFaultResolver
     /// </summary>
     /// <exception cref="ArgumentNullException"><paramref name="handler"/> is null.</exception>
     /// <exception cref="ObjectDisposedException">The space was disposed.</exception>
+    /// <exception cref="InvalidOperationException">An <c>AddressSpace</c> manages the space: its
+    /// faults are served by that layer's handler, and nothing is changed. Pages filled by your
+    /// code are its on-demand areas (<c>AreaBackend.OnDemand</c>).</exception>
     public bool RegisterPageFaultHandler(PageFaultHandler handler)
     {
         ArgumentNullException.ThrowIfNull(handler);
         ThrowIfDisposed();
+        if (Volatile.Read(ref _managedBy) is { } manager)
+            throw new InvalidOperationException($"this space is managed by {manager}, whose handler serves its faults; map an on-demand area (AreaBackend.OnDemand) for pages your code fills");
         return Interlocked.CompareExchange(ref _pageFaultHandler, handler, null) == null;
+    }
+
+    /// <summary>
+    /// Hands the space's faults to the layer above that manages it (<paramref name="manager"/>
+    /// names it in errors): <paramref name="handler"/> becomes the handler (a forked space already
+    /// has it), <see cref="RegisterPageFaultHandler"/> refuses from then on, and
+    /// <paramref name="classify"/> may name the kind of an unresolved fault the page table sees
+    /// as <see cref="PageFaultKind.NotPresent"/> (null: leave it). <paramref name="classify"/>
+    /// runs on any thread, with any locks held: it must take none.
+    /// </summary>
+    /// <exception cref="InvalidOperationException">Another handler is registered already.</exception>
+    internal void Manage(string manager, PageFaultHandler handler, Func<ulong, PageFaultKind?> classify)
+    {
+        PageFaultHandler? had = Interlocked.CompareExchange(ref _pageFaultHandler, handler, null);
+        if (had != null && had != handler) throw new InvalidOperationException("the space already has a page-fault handler");
+        Volatile.Write(ref _classifyAbsent, classify);
+        Volatile.Write(ref _managedBy, manager);
     }
 
     /// <summary>
@@ -110,9 +134,19 @@ public sealed partial class VmSpace : IFaultResolver
     /// <see cref="HandlePageFault(ulong, PageFaultAccess)"/>: a refill of what the page table
     /// already allows, else the registered handler under the fault's region stripe; never nested
     /// for one thread and space. Classifies the fault in <paramref name="info"/> as the page
-    /// table sees it.
+    /// table sees it, and an unresolved one where nothing is mapped as the managing layer says
+    /// (<see cref="PageFaultKind.Guard"/> in a guard area).
     /// </summary>
     private bool HandlePageFault(ref PageFaultInfo info)
+    {
+        if (ResolveFault(ref info)) return true;
+        if (info.Kind == PageFaultKind.NotPresent && Volatile.Read(ref _classifyAbsent) is { } classify && classify(info.Address) is { } kind)
+            info = info with { Kind = kind };
+        return false;
+    }
+
+    /// <summary>The resolution of <see cref="HandlePageFault(ref PageFaultInfo)"/>, the kind as the page table sees it.</summary>
+    private bool ResolveFault(ref PageFaultInfo info)
     {
         if (info.Address >= Size)
         {
