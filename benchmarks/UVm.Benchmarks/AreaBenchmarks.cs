@@ -19,11 +19,12 @@ namespace UVm.Benchmarks;
 /// <item><b>write after fork</b>: fork, the child writes one byte per page (a copy-on-write copy
 /// each), the child is disposed; vs fork, child writes, <c>_exit</c>, reap.</item>
 /// <item><b>host mappings</b>: the VMAs of parent and child after random copy-on-write writes (no peer).</item>
+/// <item><b>image</b> and <b>on-demand</b> areas: see <c>AreaBenchmarks.Backends.cs</c>.</item>
 /// </list>
 /// Every scenario has its own <see cref="FramePool"/> and checks it is empty at the end; the
 /// contents are verified outside the timed regions.
 /// </summary>
-internal static class AreaBenchmarks
+internal static partial class AreaBenchmarks
 {
     private const ulong Page = Paging.PageSize;
     private const ulong MiB = 1UL << 20;
@@ -42,6 +43,8 @@ internal static class AreaBenchmarks
         foreach (Row r in GuardMany("fork of a space with memory resident", () => ForkRows(s, peers))) yield return r;
         yield return Guard("write every page after fork (COW)", () => CowWriteRow(s, peers));
         yield return Guard(HostMappingsScenario(s), () => HostMappingsRow(s));
+        yield return Guard("map a 64 MiB image", () => ImageMapRow(s));
+        yield return Guard("on-demand fill round trip", () => OnDemandRow(s, peers));
     }
 
     // ---- 1. first touch -----------------------------------------------------------------
