@@ -69,6 +69,7 @@ public sealed partial class AddressSpace
                 if (!_areas.SameAs(snapshot.Areas))
                 {
                     _areas.ReplaceAll(snapshot.Areas);
+                    _kinds.Refresh(_areas);
                     _chunks.ReleaseUnused(new VaddrRange(0, Space.Size), _areas.Overlaps);
                 }
                 return compared;
@@ -89,8 +90,6 @@ public sealed partial class AddressSpace
     {
         var areaSet = new AreaSet(space.Size);
         areaSet.ReplaceAll(areas);
-        var owner = new AddressSpace(space, areaSet) { _faultAround = faultAroundPages };
-        space.RegisterPageFaultHandler(DefaultHandler);
-        return owner;
+        return new AddressSpace(space, areaSet) { _faultAround = faultAroundPages };
     }
 }

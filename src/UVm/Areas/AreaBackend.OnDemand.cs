@@ -81,7 +81,7 @@ public abstract partial record AreaBackend
             using (CursorMut c = owner.Space.CursorMut(new VaddrRange(page, page + Paging.PageSize)))
             {
                 if (c.QuerySlot().IsMapped) return true; // mapped through the space meanwhile: keep that
-                frame.MapInto(c, PageProperty.New(area.Flags), populate: true);
+                frame.MapInto(c, owner.PropFor(area, page), populate: true);
             }
             Interlocked.Increment(ref owner.Stats._onDemandFills);
             return true;
