@@ -17,7 +17,8 @@ public sealed partial class AddressSpace
     /// <exception cref="ObjectDisposedException">The address space was disposed.</exception>
     /// <exception cref="UVmException"><see cref="UVmError.HostMappingLimit"/>: write-protecting would pass the
     /// host-mapping budget (nothing changed); <see cref="UVmError.HostNoMemory"/> or <see cref="UVmError.HostRefused"/>:
-    /// the host refused (the space keeps working, its private pages copy-on-write).</exception>
+    /// the host refused (the space keeps working, its private pages copy-on-write, the host mirroring them).</exception>
+    /// <exception cref="InvalidOperationException">The calling thread holds a cursor of the space (nothing changed).</exception>
     public VmSnapshot Snapshot()
     {
         ThrowIfDisposed();
@@ -44,8 +45,9 @@ public sealed partial class AddressSpace
     /// </summary>
     /// <remarks>
     /// Faults and cursors of other threads are waited for; their accesses fault again afterwards
-    /// and are resolved against the restored state (never a torn one). The write watch goes on:
-    /// pages the reset puts back count as not written.
+    /// and are resolved against the restored state (never a torn one). The write watch is left as
+    /// it is: pages written before the reset stay listed until <see cref="ResetWriteWatch"/>, and
+    /// the pages the reset puts back are write-protected, so their next write is seen.
     /// </remarks>
     /// <returns>The pages the reset compared with the snapshot (those that may have changed).</returns>
     /// <exception cref="ArgumentNullException"><paramref name="snapshot"/> is null.</exception>
@@ -53,6 +55,7 @@ public sealed partial class AddressSpace
     /// <exception cref="ObjectDisposedException">The address space or the snapshot was disposed.</exception>
     /// <exception cref="UVmException"><see cref="UVmError.HostMappingLimit"/>, <see cref="UVmError.HostNoMemory"/> or
     /// <see cref="UVmError.HostRefused"/>: refused; the address space is exactly as it was.</exception>
+    /// <exception cref="InvalidOperationException">The calling thread holds a cursor of the space (nothing changed).</exception>
     public int Reset(VmSnapshot snapshot)
     {
         ArgumentNullException.ThrowIfNull(snapshot);

@@ -19,23 +19,28 @@ public sealed partial class AddressSpace
     /// <exception cref="ArgumentException">The range is not page aligned.</exception>
     /// <exception cref="UVmException"><see cref="UVmError.InvalidArgs"/>: empty or past the space;
     /// <see cref="UVmError.HostMappingLimit"/>, <see cref="UVmError.HostNoMemory"/> or <see cref="UVmError.HostRefused"/>:
-    /// refused (the pages keep their rights; the watch has started over anyway, so no write goes unseen).</exception>
+    /// refused (the pages keep their rights and the watch its old state: nothing changed).</exception>
     /// <exception cref="ObjectDisposedException">The address space was disposed.</exception>
+    /// <exception cref="InvalidOperationException">The calling thread holds a cursor of the space that the range's needs (nothing changed).</exception>
     public void ResetWriteWatch(VaddrRange range)
     {
         CheckRange(range);
         _lock.EnterWriteLock();
         try
         {
-            _watch.Restart(range);
-            using CursorMut c = Space.CursorMut(range);
-            while (c.VirtAddr < range.End && c.FindNext(range.End - c.VirtAddr) is not null)
+            // Write access goes first, as one batch: refused, every page keeps its rights and the
+            // watch its old state, in which a page with W is unwatched or already written.
+            using (CursorMut c = Space.CursorMut(range))
             {
-                PageSlot slot = c.QuerySlot();
-                if (slot.IsTracked && slot.Allows(PageFlags.W)) c.ProtectNext(slot.Size, (ref PageFlags f, ref CachePolicy _) => f &= ~PageFlags.W);
-                else if (slot.End < range.End) c.Jump(slot.End);
-                else break;
+                while (c.VirtAddr < range.End && c.FindNext(range.End - c.VirtAddr) is not null)
+                {
+                    PageSlot slot = c.QuerySlot();
+                    if (slot.IsTracked && slot.Allows(PageFlags.W)) c.ProtectNext(slot.Size, (ref PageFlags f, ref CachePolicy _) => f &= ~PageFlags.W);
+                    else if (slot.End < range.End) c.Jump(slot.End);
+                    else break;
+                }
             }
+            _watch.Restart(range);
         }
         finally
         {

@@ -56,7 +56,7 @@ public sealed partial class VmSpace
             // references, exactly those of the leaves it got, go with it).
             try
             {
-                if (copied) visitor.DispatchParent();
+                if (copied) RemirrorLocked(cursor);
                 else visitor.DiscardParent();
             }
             finally
@@ -68,6 +68,37 @@ public sealed partial class VmSpace
         }
         cursor.Release();
         return child;
+    }
+
+    /// <summary>
+    /// After the host refused some of a fork's write-protections (a flusher without a journal
+    /// resets the ranges it had not applied to <c>PROT_NONE</c>): maps every leaf of the table,
+    /// which <paramref name="cursor"/> holds whole, onto the host again as the table has it, so the
+    /// host mirrors the table exactly instead of waiting for faults to refill it. Best effort: if
+    /// the host refuses this too, it stays less permissive than the table, and faults refill it.
+    /// </summary>
+    private void RemirrorLocked(PtCursor cursor)
+    {
+        TlbFlusher flusher = NewFlusher();
+        try
+        {
+            cursor.Jump(0);
+            while (cursor.Va < Size && cursor.FindNext(Size - cursor.Va) is not null)
+            {
+                PtSlot slot = cursor.Query();
+                ulong paddr = Pte.Paddr(slot.Entry);
+                int prot = Pte.HostProt(slot.Entry);
+                flusher.EnsureRoomForOneMore();
+                if (!Pte.IsUntracked(slot.Entry)) flusher.IssueTlbFlush(TlbFlushOp.ForMap(slot.Va, slot.Size, Pool.Fd, paddr, prot));
+                else if (FindIoMemByPaddr(paddr) is { } io) flusher.IssueTlbFlush(TlbFlushOp.ForMap(slot.Va, slot.Size, io.Io.Fd, io.Io.FileOffset + io.Offset, prot));
+                cursor.MoveForward();
+            }
+            flusher.DispatchTlbFlush();
+        }
+        catch (Exception e) when (e is UVmException or InvalidOperationException)
+        {
+            // Refused again: the ranges not applied are PROT_NONE, and faults refill them from the table.
+        }
     }
 
     /// <summary>Options for a space of the same size, pool, host guard and mapping budget as this one.</summary>

@@ -49,10 +49,10 @@ public sealed partial class VmSpace
         catch
         {
             // As for a refused fork: refused while copying, the table is as it was; refused on
-            // the host, it keeps its write-protected entries. The half-made snapshot goes.
+            // the host, it keeps its write-protected entries, mirrored again. The half-made snapshot goes.
             try
             {
-                if (copied) visitor.DispatchParent();
+                if (copied) RemirrorLocked(cursor);
                 else visitor.DiscardParent();
             }
             finally

@@ -246,7 +246,7 @@ public sealed class HostileSnapshots : AreaFixture
     /// started over on pages that kept their write access: a write to such a page would not
     /// fault, so it would never be listed.
     /// </summary>
-    [Test, Explicit("known: ResetWriteWatch restarts the watch before making its cursor; refused (a cursor held, the space disposed, the host), a write to a page that kept W goes unlisted")]
+    [Test]
     public void ResetWriteWatch_refused_under_a_cursor_does_not_hide_a_later_write()
     {
         ulong area = Parent.Map(8 * Page, Populated, At(2 * MiB));
@@ -634,7 +634,7 @@ public sealed class HostileSnapshots : AreaFixture
         Assert.That(Parent.WrittenPages(range), Is.EqualTo(new[] { area + Page }), "an unrefused restart is exact");
     }
 
-    [Test, Explicit("known: a Snapshot whose write-protection the host refuses resets the host ranges it had not applied and leaves them unmapped (CheckHostMirror: Missing) until a fault refills them")]
+    [Test]
     public void Snapshot_refused_at_mprotect_leaves_the_host_mirroring_the_table()
     {
         (ulong area, VmSnapshot _) = Prepared(Parent);
@@ -644,7 +644,7 @@ public sealed class HostileSnapshots : AreaFixture
         Assert.That(GuestMemory.MirrorDiffs(Parent.Space), Is.Empty, "the refused snapshot left the host mirroring the table");
     }
 
-    [Test, Explicit("known: ResetWriteWatch restarts the watch before write-protecting; when the host refuses the mprotect, the written pages keep W and a later write to them is never listed")]
+    [Test]
     public void ResetWriteWatch_refused_by_the_host_hides_no_later_write()
     {
         ulong area = Parent.Map(8 * Page, Populated, At(2 * MiB));
