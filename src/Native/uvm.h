@@ -115,6 +115,16 @@ UVM_API int32_t uvm_cas32(void *dst, uint32_t expected, uint32_t desired, uint32
 UVM_API int32_t uvm_cas64(void *dst, uint64_t expected, uint64_t desired, uint64_t *observed,
                           struct uvm_fault *fault);
 
+/*
+ * Atomic exchange (xchg, sequentially consistent). dst must be naturally aligned.
+ * Returns 0 and stores in *old the value replaced by val, or -1 if the access
+ * faulted (*old untouched, memory unchanged). The access is a write, so a
+ * read-only page always faults. An atomic store is a swap whose old value is
+ * dropped.
+ */
+UVM_API int32_t uvm_swap32(void *dst, uint32_t val, uint32_t *old, struct uvm_fault *fault);
+UVM_API int32_t uvm_swap64(void *dst, uint64_t val, uint64_t *old, struct uvm_fault *fault);
+
 /* Faults claimed by UVm's handler so far (relaxed atomic counter, process-wide). */
 UVM_API uint64_t uvm_stat_claimed(void);
 /* Signals forwarded to the previously installed action so far (relaxed atomic counter). */

@@ -315,6 +315,27 @@ FUNC uvm_cas64
 ENDFUNC uvm_cas64
 	EXTABLE 1b, 2b, .Lfail_r8
 
+/*
+ * int32_t uvm_swapN(void *dst rdi, uintN_t val rsi, uintN_t *old rdx, struct uvm_fault *fault rcx)
+ * xchg with a memory operand is locked (sequentially consistent) without a prefix; it
+ * leaves the value it replaced in the register, stored to *old only after it succeeded.
+ */
+FUNC uvm_swap32
+1:	xchgl	%esi, (%rdi)
+2:	movl	%esi, (%rdx)
+	xor	%eax, %eax
+	ret
+ENDFUNC uvm_swap32
+	EXTABLE 1b, 2b, .Lfail_rcx
+
+FUNC uvm_swap64
+1:	xchgq	%rsi, (%rdi)
+2:	movq	%rsi, (%rdx)
+	xor	%eax, %eax
+	ret
+ENDFUNC uvm_swap64
+	EXTABLE 1b, 2b, .Lfail_rcx
+
 /* Shared fixups of the single-access primitives: report, return -1. */
 	.p2align 4
 	.type	uvm_fail, @function
@@ -326,6 +347,10 @@ uvm_fail:
 	ret
 .Lfail_r8:
 	REPORT	%r8
+	mov	$-1, %eax
+	ret
+.Lfail_rcx:
+	REPORT	%rcx
 	mov	$-1, %eax
 	ret
 	.cfi_endproc

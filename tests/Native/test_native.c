@@ -702,6 +702,69 @@ static enum result t_cas_faults_leave_everything_untouched(void)
     return PASS;
 }
 
+static enum result t_swap_exchanges_and_reports_the_old_value(void)
+{
+    uint8_t *m = map_rw(1);
+    uint32_t *p32 = (uint32_t *)(m + 64);
+    uint64_t *p64 = (uint64_t *)(m + 128);
+    struct uvm_fault f;
+    fault_reset(&f);
+    uint32_t o32 = 0;
+    uint64_t o64 = 0;
+
+    *p32 = 10;
+    EXPECT_EQ(uvm_swap32(p32, 0xffffffffu, &o32, &f), 0);
+    EXPECT_EQ(o32, 10);
+    EXPECT_EQ(*p32, 0xffffffffu);
+    EXPECT_EQ(uvm_swap32(p32, 0xffffffffu, &o32, &f), 0); /* same value: still a swap */
+    EXPECT_EQ(o32, 0xffffffffu);
+
+    *p64 = 0x100000000ULL;
+    EXPECT_EQ(uvm_swap64(p64, 0xfedcba9876543210ULL, &o64, &f), 0);
+    EXPECT_EQ(o64, 0x100000000ULL);
+    EXPECT_EQ(*p64, 0xfedcba9876543210ULL);
+    EXPECT_EQ(*(uint32_t *)(m + 136), 0); /* the neighbour is untouched */
+    EXPECT(fault_untouched(&f));
+    unmap(m, 1);
+    return PASS;
+}
+
+static enum result t_swap_faults_leave_everything_untouched(void)
+{
+    enum bad kinds[] = { BAD_READONLY, BAD_NONE, BAD_HOLE };
+    for (size_t k = 0; k < 3; k++) {
+        uint8_t *m = map_rw(3);
+        uint8_t *bad = m + PG;
+        uint32_t *p32 = (uint32_t *)(bad + 64);
+        uint64_t *p64 = (uint64_t *)(bad + 128);
+        *p32 = 5;
+        *p64 = 6;
+        make_bad(bad, kinds[k]);
+        int code = expected_code(kinds[k]);
+        struct uvm_fault f;
+        uint32_t o32 = 0x77;
+        uint64_t o64 = 0x88;
+        fault_reset(&f);
+        EXPECT_EQ(uvm_swap32(p32, 9, &o32, &f), -1);
+        TRY(expect_fault(&f, p32, SIGSEGV, UVM_ACCESS_WRITE, code));
+        fault_reset(&f);
+        EXPECT_EQ(uvm_swap64(p64, 9, &o64, &f), -1);
+        TRY(expect_fault(&f, p64, SIGSEGV, UVM_ACCESS_WRITE, code));
+        EXPECT_EQ(uvm_swap64(p64, 9, &o64, NULL), -1); /* no fault record: still fails cleanly */
+        EXPECT_EQ(o32, 0x77);
+        EXPECT_EQ(o64, 0x88);
+        if (kinds[k] == BAD_READONLY) {
+            EXPECT_EQ(*p32, 5);
+            EXPECT_EQ(*p64, 6);
+        }
+        if (kinds[k] == BAD_HOLE)
+            munmap(m, PG), munmap(m + 2 * PG, PG);
+        else
+            unmap(m, 3);
+    }
+    return PASS;
+}
+
 /* Null, kernel-half and non-canonical pointers: every one fails instead of crashing. */
 static enum result t_wild_pointers(void)
 {
@@ -1312,6 +1375,8 @@ int main(int argc, char **argv)
     run("store_fault_reports_write_and_leaves_memory_untouched", t_store_faults_leave_memory_untouched);
     run("cas_swap_and_no_swap", t_cas_swap_and_no_swap);
     run("cas_fault_leaves_memory_and_observed_untouched", t_cas_faults_leave_everything_untouched);
+    run("swap_exchanges_and_reports_the_old_value", t_swap_exchanges_and_reports_the_old_value);
+    run("swap_fault_leaves_memory_and_old_untouched", t_swap_faults_leave_everything_untouched);
     run("wild_pointers_null_kernel_noncanonical_fail_cleanly", t_wild_pointers);
     run("threads_fault_concurrently_with_correct_results", t_threads_fault_concurrently);
 
