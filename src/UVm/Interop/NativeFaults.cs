@@ -83,6 +83,11 @@ internal static unsafe partial class NativeFaults
     [LibraryImport(Lib, EntryPoint = "uvm_cas64"), SuppressGCTransition]
     internal static partial int Cas64(byte* dst, ulong expected, ulong desired, ulong* observed, NativeFault* fault);
 
+    [LibraryImport(Lib, EntryPoint = "uvm_swap32"), SuppressGCTransition]
+    internal static partial int Swap32(byte* dst, uint value, uint* old, NativeFault* fault);
+    [LibraryImport(Lib, EntryPoint = "uvm_swap64"), SuppressGCTransition]
+    internal static partial int Swap64(byte* dst, ulong value, ulong* old, NativeFault* fault);
+
     /// <summary>Loads <c>sizeof(T)</c> bytes (1, 2, 4 or 8) with one access; -1 on a fault.</summary>
     /// <remarks>SAFETY: <c>value</c> points to <c>sizeof(T)</c> writable bytes; <c>src</c> is the caller's to check.</remarks>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

@@ -152,10 +152,8 @@ public static unsafe class FallibleIo
     public static IoResult<uint> AtomicCompareExchange(this ref VmWriter<Fallible> writer, uint expected, uint desired)
     {
         CheckAtomic(writer.Cursor, writer.Avail, sizeof(uint));
-        uint observed;
-        // SAFETY: as in ReadVal; CheckAtomic proved the access aligned and inside the range.
-        return writer._guest.Run(new Cas32Op(writer._cursor, expected, desired, &observed), out CopyResult stopped)
-            ? new IoResult<uint>(observed, null, null) : new IoResult<uint>(0, stopped.Error, stopped.Fault);
+        // SAFETY: CheckAtomic proved the access aligned and inside the writer's checked range.
+        return Cas32(writer._guest, writer._cursor, expected, desired);
     }
 
     /// <summary>The 64-bit form of <see cref="AtomicCompareExchange(ref VmWriter{Fallible}, uint, uint)"/>.</summary>
@@ -163,10 +161,90 @@ public static unsafe class FallibleIo
     public static IoResult<ulong> AtomicCompareExchange(this ref VmWriter<Fallible> writer, ulong expected, ulong desired)
     {
         CheckAtomic(writer.Cursor, writer.Avail, sizeof(ulong));
+        // SAFETY: CheckAtomic proved the access aligned and inside the writer's checked range.
+        return Cas64(writer._guest, writer._cursor, expected, desired);
+    }
+
+    /// <summary>The compare-exchange of 4 guest bytes at <paramref name="at"/>; the value seen or the fault.</summary>
+    /// <remarks>SAFETY: the caller proves the 4 bytes aligned and inside a checked guest range.</remarks>
+    internal static IoResult<uint> Cas32(in GuestAccess guest, byte* at, uint expected, uint desired)
+    {
+        uint observed;
+        // SAFETY: the caller's proof; `observed` is a local the primitive writes only on success.
+        return guest.Run(new Cas32Op(at, expected, desired, &observed), out CopyResult stopped)
+            ? new IoResult<uint>(observed, null, null) : new IoResult<uint>(0, stopped.Error, stopped.Fault);
+    }
+
+    /// <summary>The 64-bit form of <see cref="Cas32"/>.</summary>
+    /// <remarks>SAFETY: the caller proves the 8 bytes aligned and inside a checked guest range.</remarks>
+    internal static IoResult<ulong> Cas64(in GuestAccess guest, byte* at, ulong expected, ulong desired)
+    {
         ulong observed;
-        // SAFETY: as in ReadVal; CheckAtomic proved the access aligned and inside the range.
-        return writer._guest.Run(new Cas64Op(writer._cursor, expected, desired, &observed), out CopyResult stopped)
+        // SAFETY: the caller's proof; `observed` is a local the primitive writes only on success.
+        return guest.Run(new Cas64Op(at, expected, desired, &observed), out CopyResult stopped)
             ? new IoResult<ulong>(observed, null, null) : new IoResult<ulong>(0, stopped.Error, stopped.Fault);
+    }
+
+    /// <summary>
+    /// Atomically replaces the aligned 32-bit value at the cursor with <paramref name="value"/>
+    /// (sequentially consistent, like <c>Interlocked.Exchange</c>) and returns the value it
+    /// replaced. The cursor does not move.
+    /// </summary>
+    /// <exception cref="ArgumentException">The cursor is not 4-byte aligned, or fewer than 4 bytes of room remain.</exception>
+    public static IoResult<uint> AtomicSwap(this ref VmWriter<Fallible> writer, uint value)
+    {
+        CheckAtomic(writer.Cursor, writer.Avail, sizeof(uint));
+        // SAFETY: CheckAtomic proved the access aligned and inside the writer's checked range.
+        return Swap32(writer._guest, writer._cursor, value);
+    }
+
+    /// <summary>The 64-bit form of <see cref="AtomicSwap(ref VmWriter{Fallible}, uint)"/>.</summary>
+    /// <exception cref="ArgumentException">The cursor is not 8-byte aligned, or fewer than 8 bytes of room remain.</exception>
+    public static IoResult<ulong> AtomicSwap(this ref VmWriter<Fallible> writer, ulong value)
+    {
+        CheckAtomic(writer.Cursor, writer.Avail, sizeof(ulong));
+        // SAFETY: CheckAtomic proved the access aligned and inside the writer's checked range.
+        return Swap64(writer._guest, writer._cursor, value);
+    }
+
+    /// <summary>
+    /// Atomically stores <paramref name="value"/> at the aligned 32-bit slot at the cursor,
+    /// sequentially consistent (an exchange whose old value is dropped, as Go's
+    /// <c>atomic.StoreUint32</c> on x86-64); returns the value stored. The cursor does not move.
+    /// </summary>
+    /// <exception cref="ArgumentException">The cursor is not 4-byte aligned, or fewer than 4 bytes of room remain.</exception>
+    public static IoResult<uint> AtomicStore(this ref VmWriter<Fallible> writer, uint value)
+    {
+        IoResult<uint> r = writer.AtomicSwap(value);
+        return r.IsOk ? r with { Value = value } : r;
+    }
+
+    /// <summary>The 64-bit form of <see cref="AtomicStore(ref VmWriter{Fallible}, uint)"/>.</summary>
+    /// <exception cref="ArgumentException">The cursor is not 8-byte aligned, or fewer than 8 bytes of room remain.</exception>
+    public static IoResult<ulong> AtomicStore(this ref VmWriter<Fallible> writer, ulong value)
+    {
+        IoResult<ulong> r = writer.AtomicSwap(value);
+        return r.IsOk ? r with { Value = value } : r;
+    }
+
+    /// <summary>The exchange of 4 guest bytes at <paramref name="at"/>; the old value or the fault.</summary>
+    /// <remarks>SAFETY: the caller proves the 4 bytes aligned and inside a checked guest range.</remarks>
+    internal static IoResult<uint> Swap32(in GuestAccess guest, byte* at, uint value)
+    {
+        uint old;
+        // SAFETY: the caller's proof; `old` is a local the primitive writes only on success.
+        return guest.Run(new Swap32Op(at, value, &old), out CopyResult stopped)
+            ? new IoResult<uint>(old, null, null) : new IoResult<uint>(0, stopped.Error, stopped.Fault);
+    }
+
+    /// <summary>The 64-bit form of <see cref="Swap32"/>.</summary>
+    /// <remarks>SAFETY: the caller proves the 8 bytes aligned and inside a checked guest range.</remarks>
+    internal static IoResult<ulong> Swap64(in GuestAccess guest, byte* at, ulong value)
+    {
+        ulong old;
+        // SAFETY: the caller's proof; `old` is a local the primitive writes only on success.
+        return guest.Run(new Swap64Op(at, value, &old), out CopyResult stopped)
+            ? new IoResult<ulong>(old, null, null) : new IoResult<ulong>(0, stopped.Error, stopped.Fault);
     }
 
     /// <summary>
@@ -211,7 +289,7 @@ public static unsafe class FallibleIo
     /// <remarks>SAFETY: the caller proves one side inside its checked guest range and the other
     /// pinned, valid library memory, both of <paramref name="want"/> bytes.</remarks>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static CopyResult Copy(in GuestAccess guest, byte* dst, byte* src, ulong want, PageFaultAccess access) =>
+    internal static CopyResult Copy(in GuestAccess guest, byte* dst, byte* src, ulong want, PageFaultAccess access) =>
         guest.Run(new CopyOp(dst, src, want, access), out CopyResult stopped) ? new CopyResult(want, null, null) : stopped;
 
     private static void CheckAtomic(nint cursor, ulong room, int size)

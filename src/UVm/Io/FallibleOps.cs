@@ -11,7 +11,7 @@ namespace UVm.Io;
 /// </summary>
 /// <remarks>
 /// SAFETY, for every op: its constructor's caller proves the guest bytes lie inside a fallible
-/// reader's or writer's checked range and the library bytes are pinned and valid for the whole
+/// reader's or writer's checked range (or a range the space's one-call accessors checked) and the library bytes are pinned and valid for the whole
 /// access; <see cref="IFallibleOp.Try"/> is called only inside the space's open gate.
 /// </remarks>
 internal unsafe interface IGuestOp : IFallibleOp
@@ -138,4 +138,36 @@ internal readonly unsafe struct Cas64Op(byte* at, ulong expected, ulong desired,
     // `observed` points to a local of the caller's.
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public bool Try(NativeFault* fault) => NativeFaults.Cas64(at, expected, desired, observed, fault) == 0;
+}
+
+/// <summary>
+/// Atomically replaces the aligned 32-bit value at <c>at</c> with <c>value</c> (<c>xchg</c>,
+/// sequentially consistent); <c>*old</c> gets the value replaced. An atomic store is this op
+/// with the old value dropped.
+/// </summary>
+internal readonly unsafe struct Swap32Op(byte* at, uint value, uint* old) : IGuestOp
+{
+    public ulong Done => 0;
+    public byte* Start => at;
+    public PageFaultAccess Access => PageFaultAccess.Write;
+    public bool CountsBytes => false;
+
+    // SAFETY: 4 aligned guest bytes at `at` are inside a checked range (see IGuestOp); `old`
+    // points to a local of the caller's.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public bool Try(NativeFault* fault) => NativeFaults.Swap32(at, value, old, fault) == 0;
+}
+
+/// <summary>The 64-bit form of <see cref="Swap32Op"/>.</summary>
+internal readonly unsafe struct Swap64Op(byte* at, ulong value, ulong* old) : IGuestOp
+{
+    public ulong Done => 0;
+    public byte* Start => at;
+    public PageFaultAccess Access => PageFaultAccess.Write;
+    public bool CountsBytes => false;
+
+    // SAFETY: 8 aligned guest bytes at `at` are inside a checked range (see IGuestOp); `old`
+    // points to a local of the caller's.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public bool Try(NativeFault* fault) => NativeFaults.Swap64(at, value, old, fault) == 0;
 }
