@@ -41,6 +41,16 @@ internal sealed class ThreadAccess
     /// <summary>The space activated on this thread (see <c>VmSpace.Activate</c>), if any. Only this thread uses it.</summary>
     internal IFaultResolver? Active;
 
+    /// <summary>
+    /// The number of the innermost activation scope open on this thread (<c>VmActivation</c>),
+    /// 0 when none. Open scopes form a stack whose numbers grow towards the top, so a scope whose
+    /// number is above this one is closed. Only this thread uses it.
+    /// </summary>
+    internal long ActivationScope;
+
+    /// <summary>The last scope number handed out on this thread (numbers are never reused). Only this thread uses it.</summary>
+    internal long ActivationsIssued;
+
     /// <summary>The calling thread's object.</summary>
     internal static ThreadAccess Current => t_current ?? Register();
 

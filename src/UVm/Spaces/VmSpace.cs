@@ -180,12 +180,18 @@ public sealed partial class VmSpace : IDisposable
         return pt;
     }
 
-    /// <summary>Makes this the space that fallible readers and writers of the calling thread act on.</summary>
-    /// <exception cref="ObjectDisposedException">The space was disposed.</exception>
-    public void Activate()
+    /// <summary>
+    /// Makes this the space that fallible readers and writers of the calling thread act on, and
+    /// returns the scope that restores what was active before when disposed (<c>using</c>); a
+    /// caller that ignores it keeps the space active until something else is activated. The
+    /// scope cannot be kept across an <c>await</c> (see <see cref="VmActivation"/>); the
+    /// one-call accessors (<see cref="TryRead{T}"/>, ...) need no activation at all.
+    /// </summary>
+    /// <exception cref="ObjectDisposedException">The space was disposed (nothing changes).</exception>
+    public VmActivation Activate()
     {
         ThrowIfDisposed();
-        ThreadAccess.Current.Active = this;
+        return VmActivation.Begin(ThreadAccess.Current, this);
     }
 
     /// <summary>Whether this space is activated on the calling thread.</summary>

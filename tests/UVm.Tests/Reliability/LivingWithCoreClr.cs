@@ -300,7 +300,7 @@ public sealed class LivingWithCoreClr
         {
             ("Cursor", () => space.Cursor(VaddrRange.FromLength(0, Page))),
             ("CursorMut", () => space.CursorMut(VaddrRange.FromLength(0, Page))),
-            ("Activate", space.Activate),
+            ("Activate", () => space.Activate()),
             ("Reader", () => space.Reader(0, 8)),
             ("Writer", () => space.Writer(0, 8)),
             ("ForkCopyOnWrite", () => space.ForkCopyOnWrite()),
