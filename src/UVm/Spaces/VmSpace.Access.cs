@@ -28,7 +28,7 @@ public sealed partial class VmSpace
     /// Needs no activation; works on any thread. <see cref="ReadVal{T}(ulong)"/> says which fault.
     /// </summary>
     /// <exception cref="Exception">Whatever the registered page-fault handler throws.</exception>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    [MethodImpl(MethodImplOptions.AggressiveInlining), SkipLocalsInit] // the value local is written by the primitive before it is read
     public unsafe bool TryRead<T>(ulong va, out T value) where T : unmanaged
     {
         ulong end = va + (ulong)sizeof(T);
@@ -52,7 +52,7 @@ public sealed partial class VmSpace
     /// disposed). Needs no activation; works on any thread.
     /// </summary>
     /// <exception cref="Exception">Whatever the registered page-fault handler throws.</exception>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    [MethodImpl(MethodImplOptions.AggressiveInlining), SkipLocalsInit] // the value local is written by the primitive before it is read
     public unsafe bool TryWrite<T>(ulong va, T value) where T : unmanaged
     {
         ulong end = va + (ulong)sizeof(T);
@@ -70,6 +70,7 @@ public sealed partial class VmSpace
     /// <paramref name="va"/>, kind <see cref="PageFaultKind.NotPresent"/>, when the space was disposed).
     /// </summary>
     /// <exception cref="Exception">Whatever the registered page-fault handler throws.</exception>
+    [SkipLocalsInit] // the value local is written by the primitive before it is read
     public unsafe IoResult<T> ReadVal<T>(ulong va) where T : unmanaged
     {
         ulong end = va + (ulong)sizeof(T);
@@ -86,6 +87,7 @@ public sealed partial class VmSpace
     /// Nothing is written on failure.
     /// </summary>
     /// <exception cref="Exception">Whatever the registered page-fault handler throws.</exception>
+    [SkipLocalsInit] // the value local is written by the primitive before it is read
     public unsafe IoResult<T> WriteVal<T>(ulong va, T value) where T : unmanaged
     {
         ulong end = va + (ulong)sizeof(T);
