@@ -10,7 +10,8 @@ namespace UVm.Benchmarks;
 /// <c>ReadVal&lt;ulong&gt;</c> on a resident page: one fresh reader per batch of 512 reads
 /// that walk the page's 512 ulongs in order (the reader's creation is amortized over the
 /// batch: BenchmarkDotNet divides by <see cref="Batch"/>). Beside it, the same 512 plain
-/// loads through a pointer.
+/// loads through a pointer, and the same 512 reads as one-call <c>space.TryRead&lt;ulong&gt;(va, out _)</c>
+/// (every check on every call: range, handler installed, thread state, gate).
 /// </summary>
 public unsafe class ReadValBenchmarks
 {
@@ -33,7 +34,7 @@ public unsafe class ReadValBenchmarks
         // SAFETY: the page was just mapped RW and dispatched; these are its first (resident-making) touches.
         for (int i = 0; i < Batch; i++) _page[i] = (ulong)i; // resident before measuring
         _space.Activate();
-        Jit.Settle(() => PlainLoad(), () => ReadVal());
+        Jit.Settle(() => PlainLoad(), () => ReadVal(), () => TryRead());
     }
 
     [GlobalCleanup]
@@ -69,6 +70,19 @@ public unsafe class ReadValBenchmarks
         return sum;
     }
 
+    [Benchmark(OperationsPerInvoke = Batch)]
+    public ulong TryRead()
+    {
+        VmSpace space = _space;
+        ulong sum = 0;
+        for (int i = 0; i < Batch; i++)
+        {
+            if (!space.TryRead(Va + (ulong)i * sizeof(ulong), out ulong v)) Fail();
+            sum += v;
+        }
+        return sum;
+    }
+
     private static void Fail() => throw new InvalidOperationException("a read of a resident page faulted");
 
     internal static IEnumerable<Row> Run(Settings s)
@@ -79,5 +93,9 @@ public unsafe class ReadValBenchmarks
         yield return new Row("ReadVal<ulong>, resident page", "ns/op", Better.Lower, "plain pointer load (same process)",
             plain, uvm, Target.UvmAtMost(5, "ns"), uvmN, plainN,
             $"one space.Reader(va, 4096) per batch of {Batch} ReadVal<ulong> walking the page (IsOk checked, values summed); BenchmarkDotNet divides by {Batch}, so the reader's creation is amortized to 1/{Batch}; the peer is the same loop of plain loads, for scale only");
+        (double one, int oneN) = Program.Median(summary, nameof(TryRead));
+        yield return new Row("TryRead<ulong>, resident page (one call)", "ns/op", Better.Lower, "ReadVal<ulong> through a reader (same process)",
+            uvm, one, Target.RatioAtMost(1.5), oneN, uvmN,
+            Program.Inv($"space.TryRead<ulong>(va, out v) walking the page, {Batch} calls per invocation, every check on every call (range, handler installed, thread state, arena gate); no activation. Also judged: <= 5 ns ({(one <= 5 ? "met" : "NOT met")}, {one:F2} ns)"));
     }
 }
