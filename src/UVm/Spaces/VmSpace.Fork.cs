@@ -25,6 +25,26 @@ public sealed partial class VmSpace
         ThrowIfDisposed();
         var child = new VmSpace(SameShape());
         child._pageFaultHandler = Volatile.Read(ref _pageFaultHandler);
+        CopyTableOnWrite(child._pt, child, child.KeepIoMem, copied: null, halfMade: child);
+        return child;
+    }
+
+    /// <summary>
+    /// The one copy-on-write copy of this space's table, for a fork and for a snapshot: locks the
+    /// whole table, hands every I/O region to <paramref name="keepIoMem"/>, copies the tree into
+    /// <paramref name="copy"/> (frames shared, write access removed from tracked leaves here),
+    /// mirrors this space's host and the <paramref name="child"/>'s if there is one, and calls
+    /// <paramref name="copied"/> while the table is still held.
+    /// </summary>
+    /// <remarks>
+    /// Refused while copying, PtFork gave this space its entries back and nothing reached either
+    /// host, so the queued write-protections are dropped. Refused on the host after copying, this
+    /// space keeps its write-protected entries, mirrored onto its host again. Either way
+    /// <paramref name="halfMade"/> (the child or the snapshot: its frame references are exactly
+    /// those of the leaves it got) is disposed and the exception goes on.
+    /// </remarks>
+    private void CopyTableOnWrite(PageTable.PageTable copy, VmSpace? child, Action<IoMem> keepIoMem, Action? copied, IDisposable halfMade)
+    {
         PtCursor cursor;
         try
         {
@@ -32,42 +52,37 @@ public sealed partial class VmSpace
         }
         catch
         {
-            child.Dispose(); // this space went away while the fork waited for its table
+            halfMade.Dispose(); // this space went away while the copy waited for its table
             throw;
         }
         var visitor = new ForkMirror(this, child);
-        bool copied = false;
+        bool done = false;
         try
         {
             lock (_ioMems)
             {
-                foreach (IoMem io in _ioMems) child.KeepIoMem(io);
+                foreach (IoMem io in _ioMems) keepIoMem(io);
             }
-            PtFork.CopyOnWrite(cursor, child._pt, visitor);
-            copied = true;
+            PtFork.CopyOnWrite(cursor, copy, visitor);
+            done = true;
             visitor.Dispatch();
+            copied?.Invoke();
         }
         catch
         {
-            // Refused while copying: PtFork gave the parent its entries back and nothing reached
-            // either host, so the parent's queued write-protections are dropped. Failed on the
-            // host after copying: the parent keeps its write-protected entries, and its host is
-            // brought in line as far as it goes. Then the half-made child is dropped (its frame
-            // references, exactly those of the leaves it got, go with it).
             try
             {
-                if (copied) RemirrorLocked(cursor);
+                if (done) RemirrorLocked(cursor);
                 else visitor.DiscardParent();
             }
             finally
             {
                 cursor.Release();
-                child.Dispose();
+                halfMade.Dispose();
             }
             throw;
         }
         cursor.Release();
-        return child;
     }
 
     /// <summary>
@@ -141,8 +156,6 @@ public sealed partial class VmSpace
         }
 
         internal void DiscardParent() => _parentFlusher.Discard();
-
-        internal void DispatchParent() => _parentFlusher.DispatchTlbFlush();
 
         internal void Dispatch()
         {

@@ -23,46 +23,7 @@ public sealed partial class VmSpace
     {
         ThrowIfDisposed();
         var snapshot = new TableSnapshot(Pool, Size);
-        PtCursor cursor;
-        try
-        {
-            cursor = LockTable(0, Size, mutable: true);
-        }
-        catch
-        {
-            snapshot.Dispose();
-            throw;
-        }
-        var visitor = new ForkMirror(this, null);
-        bool copied = false;
-        try
-        {
-            lock (_ioMems)
-            {
-                foreach (IoMem io in _ioMems) snapshot.Keep(io);
-            }
-            PtFork.CopyOnWrite(cursor, snapshot.Table, visitor);
-            copied = true;
-            visitor.Dispatch();
-            (_pt.Changes ??= new PtChangeLog()).Clear(snapshot);
-        }
-        catch
-        {
-            // As for a refused fork: refused while copying, the table is as it was; refused on
-            // the host, it keeps its write-protected entries, mirrored again. The half-made snapshot goes.
-            try
-            {
-                if (copied) RemirrorLocked(cursor);
-                else visitor.DiscardParent();
-            }
-            finally
-            {
-                cursor.Release();
-                snapshot.Dispose();
-            }
-            throw;
-        }
-        cursor.Release();
+        CopyTableOnWrite(snapshot.Table, child: null, snapshot.Keep, copied: () => (_pt.Changes ??= new PtChangeLog()).Clear(snapshot), halfMade: snapshot);
         return snapshot;
     }
 
