@@ -18,7 +18,7 @@ cflags=(-O2 -Wall -Wextra -Werror -std=gnu11)
 build() {
     local name="$1"; shift
     local src="$here/$name.c" bin="$out/$name"
-    if [[ -x "$bin" && "$bin" -nt "$src" && "$bin" -nt "$here/peer.h" && "$bin" -nt "$here/build.sh" ]]; then
+    if [[ -x "$bin" && "$bin" -nt "$src" && "$bin" -nt "$here/peer.h" && "$bin" -nt "$here/pages.h" && "$bin" -nt "$here/build.sh" ]]; then
         echo "peers: $name up to date" >&2
         return 0
     fi
@@ -49,6 +49,8 @@ build first_touch
 build fork_peer
 build mmap_floor
 build memcpy_peer
+build fork_server
+build image_reset
 
 if ensure_sigsegv; then
     build fault_libsigsegv -lsigsegv
