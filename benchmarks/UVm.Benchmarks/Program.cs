@@ -16,12 +16,12 @@ namespace UVm.Benchmarks;
 /// scenarios and prints one table beside the C peers' figures of the same run (the PEER lines
 /// of <c>benchmarks/peers/run.sh</c>, in FILE): scenario, unit, peer, UVm, UVm ÷ peer, target,
 /// met, repetitions. Writes <c>latest.md</c> and <c>latest.json</c> into DIR (default
-/// <c>benchmarks/results</c> of the repository). Suites: fault, areas, copy, readval, map, scaling.
+/// <c>benchmarks/results</c> of the repository). Suites: fault, areas, copy, readval, map, scaling, snapshot.
 /// <c>UVm.Benchmarks --smoke</c> checks the harness itself (see <see cref="Smoke"/>).
 /// </summary>
 public static class Program
 {
-    internal static readonly string[] Suites = ["fault", "areas", "copy", "readval", "map", "scaling"];
+    internal static readonly string[] Suites = ["fault", "areas", "copy", "readval", "map", "scaling", "snapshot"];
 
     public static int Main(string[] args)
     {
@@ -64,6 +64,7 @@ public static class Program
                     "readval" => ReadValBenchmarks.Run(s),
                     "map" => MapBenchmarks.Run(s, peers),
                     "scaling" => ScalingBenchmarks.Run(s),
+                    "snapshot" => SnapshotBenchmarks.Run(s, peers),
                     _ => throw new InvalidOperationException(suite),
                 });
             }

@@ -6,7 +6,7 @@ namespace UVm.Benchmarks;
 /// <c>UVm.Benchmarks --smoke [--peers FILE]</c>: checks the harness, not the speed. Parses peer
 /// lines, runs one UVm scenario (fault round trip through a registered handler) at a tiny
 /// size, and checks that its row renders as a well-formed table line and JSON object; runs the
-/// areas scenarios at a tiny size (their own count and content checks). No timing is asserted. Ends with exactly one line <c>bench-smoke: N passed, N failed, 0 skipped</c>.
+/// areas and snapshot scenarios at a tiny size (their own count and content checks). No timing is asserted. Ends with exactly one line <c>bench-smoke: N passed, N failed, 0 skipped</c>.
 /// </summary>
 internal static class Smoke
 {
@@ -81,6 +81,29 @@ internal static class Smoke
             AreaBenchmarks.HostMappings h = AreaBenchmarks.MeasureHostMappings(512, seed: 1);
             Require(h.Failure is null && h.Child.Copies >= 256 && h.Child.Copies <= 512 && h.Child.Copies % 16 == 0 && h.Max > 0,
                 "host mappings: the child's writes to half of the pages copied whole windows");
+        });
+
+        Check("snapshot scenarios at a tiny size: resets restore what was written, WrittenPages lists exactly it, pools end empty", () =>
+        {
+            const int writes = 100;
+            // A 4 MiB area (1,024 pages) in an 8 MiB space: every reset configuration, instances, the listing, the memory figures.
+            SnapshotBenchmarks.Big b = SnapshotBenchmarks.MeasureBig(4UL << 20, 1, 1, writes, instances: 2);
+            Require(b.Resets.Count == SnapshotBenchmarks.BigConfigs.Length && b.Resets.All(r => r.Run.Count == 1 && r.Reset.Count == 1 && r.WritesUs.Count == 1),
+                "one sample of every reset configuration (each checked: the written pages read the snapshot's contents again, no frame left)");
+            SnapshotBenchmarks.ResetCost r1 = b.Resets.Single(r => r.Config is { Pattern: SnapshotBenchmarks.Pattern.Random, FaultAround: 1 });
+            Require(r1.Compared == writes && r1.CowPages == writes && r1.CowFaults == writes, "fault-around 1: one copy per page written, and the reset compares exactly those");
+            Require(b.Resets.All(r => r.Compared >= writes && r.CowPages >= writes), "every configuration copies and compares at least the pages written");
+            Require(b.Instantiate.Count == 1 && b.Listing.Count == 1, "one instantiation and one WrittenPages sample (the listing checked equal to the pages written)");
+            Require(b.FramesWithInstances == (long)b.Pages && b.AllBytes > b.SnapshotBytes && b.OneCopyBytes > 0, "instances copy no frame; the memory figures are counted");
+            SnapshotBenchmarks.ResetCost small = SnapshotBenchmarks.MeasureResets(16UL << 20, 14UL << 20, 1, 1, writes,
+                [new(SnapshotBenchmarks.Pattern.Random, 1)]).Single();
+            Require(small.Compared == writes, "in a 16 MiB space too, the reset compares exactly the pages written");
+            SnapshotBenchmarks.WatchFault w = SnapshotBenchmarks.MeasureWatchFault(64, 1, 1);
+            Require(w.Samples.Count == 1 && w.Faults == 64, "the first write to each watched page faults once");
+            var draw = new SnapshotBenchmarks.PageDraw(SnapshotBenchmarks.PageDraw.Seed);
+            ulong[] random = draw.Random(1024, writes), clustered = draw.Clustered(1024, writes);
+            Require(random.Distinct().Count() == writes && random.All(p => p < 1024), "random pages are distinct and in range");
+            Require(clustered.Zip(clustered.Skip(1)).All(p => p.Second == p.First + 1) && clustered[^1] < 1024, "clustered pages are consecutive and in range");
         });
 
         Check("latest.md and latest.json are written and read back", () =>
