@@ -70,21 +70,33 @@ internal static class SnapshotBenchmarks
         string setup = Program.Inv($"a space of {Size(2 * bytes)} with an Alloc(populate) RW area of {size} at 2 MiB, every page written once (its index in the first 8 bytes, 0x{Fill:X2} after), then Snapshot(); ");
         string draw = Program.Inv($"pages drawn like the peers' (splitmix64, seed {PageDraw.Seed}, a new set each repetition: random = {Writes} distinct pages, uniform, in the order drawn; clustered = {Writes} consecutive pages at a random start); ");
         string Missing(string scenario, PeerFigure? p) => p is null ? peers.Missing(scenario) + "; " : "";
+        // The host's own cost of UVm's way (remap_floor.c: the same host calls by hand, no signal, no managed code).
+        string Floor(string pattern, bool withCopy)
+        {
+            PeerFigure? copy = peers.Get($"remap_floor_copy_{pattern}", "ns_per_page");
+            PeerFigure? restore = peers.Get($"remap_floor_restore_{pattern}", "ns_per_page");
+            if (copy is null || restore is null) return "; " + peers.Missing($"remap_floor_restore_{pattern}");
+            string restoreText = Program.Inv($"restoring {Writes} {pattern} pages by mmap of the image page back (one call per run of pages, {restore.Number("calls")} calls) takes {Report.Fmt(restore.Median * Writes / 1e3)} us");
+            return withCopy
+                ? Program.Inv($"; host floor in this run (remap_floor, no UVm): copying {Writes} {pattern} pages (pwrite into a fresh memfd page + mmap(MAP_FIXED|MAP_POPULATE) of it over the page + the write) takes {Report.Fmt(copy.Median * Writes / 1e3)} us, ") + restoreText +
+                  Program.Inv($", together {Report.Fmt((copy.Median + restore.Median) * Writes / 1e3)} us")
+                : "; host floor in this run (remap_floor, no UVm): " + restoreText;
+        }
 
         // reset alone
         yield return new Row($"reset alone, {size} space, {Writes} random pages, fault-around 1", "us/reset", Better.Lower,
             "image reset's madvise(DONTNEED) (image_reset_madvise_random)", madR?.Median, r1.Reset.Median, Target.RatioAtMost(1.0), r1.Reset.Count, madR?.Reps,
-            Missing("image_reset_madvise_random", madR) + setup + draw + Describe(r1) + Program.Inv($"Reset() alone timed; {r1.Reset.Spread} us"));
+            Missing("image_reset_madvise_random", madR) + setup + draw + Describe(r1) + Program.Inv($"Reset() alone timed; {r1.Reset.Spread} us") + Floor("random", withCopy: false));
         yield return new Row($"reset alone, {size} space, {Writes} random pages, fault-around 16 (default)", "us/reset", Better.Lower,
             "image reset's madvise(DONTNEED) (image_reset_madvise_random)", madR?.Median, r16.Reset.Median, Target.Report, r16.Reset.Count, madR?.Reps,
             Missing("image_reset_madvise_random", madR) + "as the row above with the default fault-around: each copy-on-write fault copies its window, so the reset has more to put back; " + Describe(r16) + Program.Inv($"{r16.Reset.Spread} us"));
         yield return new Row($"reset alone, {size} space, {Writes} clustered pages, fault-around 16 (default)", "us/reset", Better.Lower,
             "image reset's madvise(DONTNEED) (image_reset_madvise_clustered)", madC?.Median, c16.Reset.Median, Target.Report, c16.Reset.Count, madC?.Reps,
-            Missing("image_reset_madvise_clustered", madC) + Describe(c16) + Program.Inv($"{c16.Reset.Spread} us"));
+            Missing("image_reset_madvise_clustered", madC) + Describe(c16) + Program.Inv($"{c16.Reset.Spread} us") + Floor("clustered", withCopy: false));
         yield return new Row($"reset alone, {size} vs {Size(SmallSpace)} space, {Writes} random pages, fault-around 1", "us/reset", Better.Lower,
             $"UVm itself, {Size(SmallSpace)} space", small.Reset.Median, r1.Reset.Median, Target.RatioAtMost(1.5), r1.Reset.Count, small.Reset.Count,
             Program.Inv($"the cost must follow the pages written, not the size of the space: the peer figure is the same scenario in a space of {Size(SmallSpace)} (an area of {Size(SmallSpace - AreaBase)}, {Writes} random pages of its {(SmallSpace - AreaBase) / Page}); ") +
-            Program.Inv($"{Size(SmallSpace)}: {Describe(small)}{small.Reset.Spread} us"));
+            Program.Inv($"{Size(SmallSpace)}: {Describe(small)}{small.Reset.Spread} us; per host call of the reset: {Report.Fmt(r1.Reset.Median / Math.Max(1, r1.ResetSyscalls))} us ({Size(bytes)}) vs {Report.Fmt(small.Reset.Median / Math.Max(1, small.ResetSyscalls))} us ({Size(SmallSpace)}): random pages of a small area are more often neighbours, so its reset needs fewer calls"));
 
         // one run
         string run = Program.Inv($"one run = {Writes} fallible 8-byte writes (Space.Writer(va, 8).WriteVal<ulong>, one per page) + Reset(); both timed; ");
@@ -93,14 +105,14 @@ internal static class SnapshotBenchmarks
             Missing("fork_server_random", fsR) + run + RunParts(r1) + (fsR is null ? "" : Program.Inv($"; the peer's parent has {fsR.Number("resident_mib")} MiB resident, its fork() call alone {Report.Fmt(fsR.Number("fork_call_us"))} us")));
         yield return new Row($"one run: write {Writes} random pages + reset, fault-around 1", "us/run", Better.Lower,
             "image reset: writes + madvise (image_reset_run_random)", imgR?.Median, r1.Run.Median, Target.RatioAtMost(1.2), r1.Run.Count, imgR?.Reps,
-            Missing("image_reset_run_random", imgR) + run + RunParts(r1) + (imgR is null ? "" : Program.Inv($"; the peer's writes alone {Report.Fmt(imgR.Number("writes_us"))} us (kernel copy-on-write faults), its madvise {Report.Fmt(madR?.Median)} us")));
+            Missing("image_reset_run_random", imgR) + run + RunParts(r1) + (imgR is null ? "" : Program.Inv($"; the peer's writes alone {Report.Fmt(imgR.Number("writes_us"))} us (kernel copy-on-write faults), its madvise {Report.Fmt(madR?.Median)} us")) + Floor("random", withCopy: true));
         yield return new Row($"one run: write {Writes} random pages + reset, fault-around 16 (default)", "us/run", Better.Lower,
             "image reset: writes + madvise (image_reset_run_random)", imgR?.Median, r16.Run.Median, Target.Report, r16.Run.Count, imgR?.Reps,
             Missing("image_reset_run_random", imgR) + run + RunParts(r16) + (fsR is null ? "" : Program.Inv($"; vs the fork server (fork_server_random, {Report.Fmt(fsR.Median)} us): {FmtRatio(r16.Run.Median / fsR.Median)}")));
         yield return new Row($"one run: write {Writes} clustered pages + reset, fault-around 16 (default)", "us/run", Better.Lower,
             "image reset: writes + madvise (image_reset_run_clustered)", imgC?.Median, c16.Run.Median, Target.RatioAtMost(0.8), c16.Run.Count, imgC?.Reps,
             Missing("image_reset_run_clustered", imgC) + run + RunParts(c16) + (imgC is null ? "" : Program.Inv($"; the peer's writes alone {Report.Fmt(imgC.Number("writes_us"))} us, its madvise {Report.Fmt(madC?.Median)} us")) +
-            (fsC is null ? "" : Program.Inv($"; vs the fork server (fork_server_clustered, {Report.Fmt(fsC.Median)} us): {FmtRatio(c16.Run.Median / fsC.Median)}")));
+            (fsC is null ? "" : Program.Inv($"; vs the fork server (fork_server_clustered, {Report.Fmt(fsC.Median)} us): {FmtRatio(c16.Run.Median / fsC.Median)}")) + Floor("clustered", withCopy: true));
         yield return new Row($"one run: write {Writes} clustered pages + reset, fault-around 1", "us/run", Better.Lower,
             "image reset: writes + madvise (image_reset_run_clustered)", imgC?.Median, c1.Run.Median, Target.Report, c1.Run.Count, imgC?.Reps,
             Missing("image_reset_run_clustered", imgC) + run + RunParts(c1));

@@ -51,6 +51,7 @@ build mmap_floor
 build memcpy_peer
 build fork_server
 build image_reset
+build remap_floor
 
 if ensure_sigsegv; then
     build fault_libsigsegv -lsigsegv

@@ -14,7 +14,7 @@ limit=900
 if [[ $# -eq 2 ]]; then args=(--quick); limit=60; fi
 
 # fault_libsigsegv is optional (build.sh skips it when libsigsegv is unavailable).
-required=(fault_raw fault_uffd first_touch fork_peer mmap_floor memcpy_peer fork_server image_reset)
+required=(fault_raw fault_uffd first_touch fork_peer mmap_floor memcpy_peer fork_server image_reset remap_floor)
 optional=(fault_libsigsegv)
 
 status=0
