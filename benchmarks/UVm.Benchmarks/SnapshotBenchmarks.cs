@@ -139,7 +139,7 @@ internal static class SnapshotBenchmarks
     }
 
     private static string Describe(ResetCost r) => Program.Inv(
-        $"{r.Config.Pattern.ToString().ToLowerInvariant()} pages, FaultAroundPages {r.Config.FaultAround}: per run {r.CowPages} pages copied on write by {r.CowFaults} faults, Reset() compared {r.Compared} pages (checked{(r.Config.FaultAround == 1 ? Program.Inv($" == {Writes}") : Program.Inv($" >= {Writes}"))}) with {r.ResetSyscalls} host syscalls, host mappings after the writes {r.MappingsAfterWrites}, after the reset {r.MappingsAfterReset}; checked after every reset: every written page reads the snapshot's contents again, no frame left but the snapshot's; ");
+        $"{r.Config.Pattern.ToString().ToLowerInvariant()} pages, FaultAroundPages {r.Config.FaultAround}: per run {r.CowPages} pages copied on write by {r.CowFaults} faults, Reset() compared {r.Compared} pages (checked{(r.Config.FaultAround == 1 ? Program.Inv($" == {Writes}") : Program.Inv($" >= {Writes}"))}) with {r.ResetSyscalls} host syscalls (mmap of runs) and {r.ResetPunches} hole punches of freed copies, host mappings after the writes {r.MappingsAfterWrites}, after the reset {r.MappingsAfterReset}; checked after every reset: every written page reads the snapshot's contents again, no frame left but the snapshot's; ");
 
     private static string RunParts(ResetCost r) => Program.Inv(
         $"parts (medians): writes {Report.Fmt(r.WritesUs.Median)} us ({Report.Fmt(r.WritesUs.Median * 1e3 / Writes)} ns/page), Reset() {Report.Fmt(r.Reset.Median)} us; ") + Describe(r) + Program.Inv($"{r.Run.Spread} us");
@@ -161,8 +161,9 @@ internal static class SnapshotBenchmarks
     /// <param name="ResetSyscalls">Host syscalls of the last Reset().</param>
     /// <param name="MappingsAfterWrites">Host mappings of the arena after the last run's writes.</param>
     /// <param name="MappingsAfterReset">Host mappings of the arena after its reset.</param>
+    /// <param name="ResetPunches">Hole punches of the pool (fallocate) during the last Reset() (freed copies, punched in batches of <see cref="FramePool.PunchBatchFrames"/>).</param>
     internal sealed record ResetCost(ResetConfig Config, Samples Run, Samples WritesUs, Samples Reset, int Compared, long CowFaults, long CowPages,
-        long ResetSyscalls, int MappingsAfterWrites, int MappingsAfterReset);
+        long ResetSyscalls, int MappingsAfterWrites, int MappingsAfterReset, long ResetPunches);
 
     /// <summary>Everything measured on the one big space and its snapshot.</summary>
     internal sealed record Big(IReadOnlyList<ResetCost> Resets, Samples Instantiate, Samples InstanceDispose, Samples InstantiateAndDispose,
@@ -296,7 +297,7 @@ internal static class SnapshotBenchmarks
         var resetUs = new List<double>();
         ulong[] targets = [];
         int compared = 0, afterWrites = 0, afterReset = 0;
-        long cowFaults = 0, cowPages = 0, resetSys = 0;
+        long cowFaults = 0, cowPages = 0, resetSys = 0, resetPunches = 0;
         Samples run = Sampler.Run(warmups, reps,
             reset: () => targets = config.Pattern == Pattern.Random ? state.Random(pages, writes) : state.Clustered(pages, writes),
             sample: () =>
@@ -305,11 +306,12 @@ internal static class SnapshotBenchmarks
                 long t0 = Stopwatch.GetTimestamp();
                 WritePages(space, targets);
                 long t1 = Stopwatch.GetTimestamp();
-                long sys0 = space.Space.HostStats.Syscalls;
+                long sys0 = space.Space.HostStats.Syscalls, punch0 = pool.PunchCalls;
                 long t2 = Stopwatch.GetTimestamp();
                 compared = space.Reset(snapshot);
                 long t3 = Stopwatch.GetTimestamp();
                 resetSys = space.Space.HostStats.Syscalls - sys0;
+                resetPunches = pool.PunchCalls - punch0;
                 cowFaults = space.Stats.CopyOnWriteCopies - f0;
                 cowPages = space.Stats.CopyOnWritePages - p0;
                 // Untimed checks: what the reset compared, what it put back, what it freed.
@@ -328,7 +330,7 @@ internal static class SnapshotBenchmarks
         afterWrites = space.Space.CountHostMappings();
         space.Reset(snapshot);
         afterReset = space.Space.CountHostMappings();
-        return new ResetCost(config, run, Counted(writesUs, reps), Counted(resetUs, reps), compared, cowFaults, cowPages, resetSys, afterWrites, afterReset);
+        return new ResetCost(config, run, Counted(writesUs, reps), Counted(resetUs, reps), compared, cowFaults, cowPages, resetSys, afterWrites, afterReset, resetPunches);
     }
 
     // ---- 2. fork of a space with 1 GiB resident ------------------------------------------------
