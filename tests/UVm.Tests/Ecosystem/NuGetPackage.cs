@@ -1,5 +1,7 @@
 using System.Diagnostics;
 using System.IO.Compression;
+using System.Text.RegularExpressions;
+using System.Xml.Linq;
 using NUnit.Framework;
 
 namespace UVm.Tests.Ecosystem;
@@ -8,8 +10,13 @@ namespace UVm.Tests.Ecosystem;
 /// UVm is a NuGet package a .NET developer adds in a minute: <c>dotnet pack</c> makes
 /// <c>UVm.&lt;version&gt;.nupkg</c> with the assembly, its XML docs and the native library, and a
 /// fresh console app outside the repository that references it from a local folder source builds
-/// and runs (space, map, activate, a fallible copy that faults at the exact byte) with no
-/// environment variable pointing at <c>libuvm.so</c>.
+/// with no warning and runs (space, map, activate, a fallible copy that faults at the exact byte)
+/// with no environment variable pointing at <c>libuvm.so</c>. What a user checks before taking
+/// the dependency is there: a license expression, description, tags, readme and release notes;
+/// a version from git (MinVer), so a new commit packs a new version; no dependency; and symbols a
+/// debugger steps in with (the PDB embedded in the app's copy of <c>UVm.dll</c>, with its sources,
+/// paths mapped as a CI-flagged build does; the packed <c>libuvm.so</c> stripped, its debug file
+/// beside the build).
 /// </summary>
 /// <remarks>
 /// Everything happens in temporary folders: the pack's intermediate and output files
@@ -46,8 +53,10 @@ public sealed class NuGetPackage
         Directory.CreateDirectory(app);
         var env = new Dictionary<string, string> { ["NUGET_PACKAGES"] = cache };
 
+        // Packed as a release is: CI-flagged (deterministic, source paths mapped to /_/).
         Tools.DotnetOk(["pack", Path.Combine(Tools.RepoRoot, "src", "UVm", "UVm.csproj"), "-c", "Release", "-o", feed,
-            "--artifacts-path", Path.Combine(_work, "artifacts"), "-nologo", "--disable-build-servers"], Tools.RepoRoot, Left("dotnet pack"), env);
+            "--artifacts-path", Path.Combine(_work, "artifacts"), "-nologo", "--disable-build-servers", "-p:ContinuousIntegrationBuild=true"],
+            Tools.RepoRoot, Left("dotnet pack"), env);
 
         string[] packages = Directory.GetFiles(feed, "UVm.*.nupkg").Where(p => !p.EndsWith(".snupkg", StringComparison.Ordinal)).ToArray();
         Assert.That(packages, Has.Length.EqualTo(1), "one package");
@@ -55,12 +64,22 @@ public sealed class NuGetPackage
         using (ZipArchive zip = ZipFile.OpenRead(packages[0]))
         {
             string[] entries = zip.Entries.Select(e => e.FullName).ToArray();
-            Assert.That(entries, Is.SupersetOf(new[] { "lib/net10.0/UVm.dll", "lib/net10.0/UVm.xml", "runtimes/linux-x64/native/libuvm.so", "README.md", "UVm.nuspec" }));
+            Assert.That(entries, Is.SupersetOf(new[] { "lib/net10.0/UVm.dll", "lib/net10.0/UVm.xml", "runtimes/linux-x64/native/libuvm.so", "README.md", "LICENSE", "CHANGELOG.md", "UVm.nuspec" }));
+            Assert.That(entries.Where(e => e.EndsWith(".pdb", StringComparison.Ordinal) || e.EndsWith(".debug", StringComparison.Ordinal)), Is.Empty,
+                "the PDB is inside UVm.dll; the native debug file stays beside the build");
+            using (var nuspec = zip.GetEntry("UVm.nuspec")!.Open()) CheckMetadata(XDocument.Load(nuspec), version);
+            string so = Path.Combine(_work, "libuvm.so");
+            zip.GetEntry("runtimes/linux-x64/native/libuvm.so")!.ExtractToFile(so);
+            SymbolChecks.AssertStrippedWithDebugFile(so, Path.Combine(Tools.RepoRoot, "artifacts", "native", "libuvm.so.debug"));
         }
 
         WriteApp(app, feed, version);
-        Tools.DotnetOk(["build", "-c", "Release", "-nologo", "--disable-build-servers"], app, Left("building the consumer app"), env);
+        Tools.DotnetOk(["build", "-c", "Release", "-nologo", "--disable-build-servers", "-warnaserror"], app, Left("building the consumer app (warnings fail it)"), env);
         string dll = Path.Combine(app, "bin", "Release", "net10.0", "UvmConsumer.dll");
+        // What a debugger loads: the app's copy of UVm.dll.
+        string uvm = Path.Combine(app, "bin", "Release", "net10.0", "UVm.dll");
+        SymbolChecks.AssertDebuggable(uvm, Tools.RepoRoot, mappedPaths: true);
+        CheckVersion(version, uvm);
         Assert.That(File.Exists(Path.Combine(app, "bin", "Release", "net10.0", "runtimes", "linux-x64", "native", "libuvm.so")), Is.True,
             "the native library comes with the package, under runtimes/linux-x64/native");
 
@@ -70,6 +89,49 @@ public sealed class NuGetPackage
         TestContext.Out.WriteLine($"package {Path.GetFileName(packages[0])}, consumer output:\n{output}\n({clock.Elapsed.TotalSeconds:0.0} s in all)");
         Assert.That(code, Is.Zero, output);
         Assert.That(output, Does.Contain(OkLine));
+    }
+
+    /// <summary>The nuspec carries what a user checks before taking the dependency.</summary>
+    private static void CheckMetadata(XDocument nuspec, string version)
+    {
+        XElement meta = nuspec.Root!.Elements().Single(e => e.Name.LocalName == "metadata");
+        string? Get(string name) => meta.Elements().SingleOrDefault(e => e.Name.LocalName == name)?.Value;
+        XElement license = meta.Elements().Single(e => e.Name.LocalName == "license");
+        Assert.That((string?)license.Attribute("type"), Is.EqualTo("expression"));
+        Assert.That(license.Value, Is.EqualTo("MIT"), "the license expression matches LICENSE");
+        Assert.That(File.ReadAllText(Path.Combine(Tools.RepoRoot, "LICENSE")), Does.StartWith("MIT License"));
+        Assert.That(Get("version"), Is.EqualTo(version));
+        Assert.That(Get("description"), Has.Length.GreaterThan(100), "a description that says what UVm is");
+        Assert.That(Get("tags"), Does.Contain("page-fault").And.Contain("mmap"));
+        Assert.That(Get("readme"), Is.EqualTo("README.md"));
+        Assert.That(Get("releaseNotes"), Does.StartWith("## [Unreleased]").And.Match(@"\n## \[\d+\.\d+\.\d+\] - \d{4}-\d{2}-\d{2}"),
+            "the release notes are the Unreleased and newest entries of CHANGELOG.md");
+        Assert.That(meta.Descendants().Where(e => e.Name.LocalName == "dependency"), Is.Empty,
+            "no dependency: MinVer, the analyzers and DotNet.ReproducibleBuilds are build-time only");
+        XElement? repository = meta.Elements().SingleOrDefault(e => e.Name.LocalName == "repository");
+        Assert.That((string?)repository?.Attribute("url") ?? "", Does.Not.StartWith("/"), "no machine path in the package");
+    }
+
+    /// <summary>
+    /// The version is MinVer's, from git: <c>X.Y.Z</c> on a commit tagged <c>vX.Y.Z</c>, else a
+    /// pre-release <c>X.Y.Z-alpha.0.N</c> counting the commits since the last tag; the assembly
+    /// (<paramref name="dll"/>) names the commit it was packed from; CHANGELOG.md has an
+    /// Unreleased entry, and an entry for X.Y.Z once that is released.
+    /// </summary>
+    private static void CheckVersion(string version, string dll)
+    {
+        Match m = Regex.Match(version, @"^(\d+\.\d+\.\d+)(-alpha\.0\.(\d+))?$");
+        Assert.That(m.Success, Is.True, $"'{version}' is a MinVer version");
+        string changelog = File.ReadAllText(Path.Combine(Tools.RepoRoot, "CHANGELOG.md"));
+        Assert.That(changelog, Does.Contain("\n## [Unreleased]\n"));
+        (int code, string head) = Tools.Run("git", ["rev-parse", "HEAD"], Tools.RepoRoot, TimeSpan.FromSeconds(30));
+        if (code != 0) return;                                   // not a git checkout: MinVer had no history either
+        Assert.That(FileVersionInfo.GetVersionInfo(dll).ProductVersion, Is.EqualTo($"{version}+{head.Trim()}"),
+            "the assembly's informational version is the package version and the commit");
+        if (m.Groups[2].Success)
+            Assert.That(int.Parse(m.Groups[3].Value, System.Globalization.CultureInfo.InvariantCulture), Is.GreaterThan(0), "a pre-release counts commits, so each commit packs a new version");
+        else
+            Assert.That(changelog, Does.Contain($"\n## [{m.Groups[1].Value}] - "), "a released version has its CHANGELOG.md entry");
     }
 
     private static void WriteApp(string app, string feed, string version)
