@@ -1,20 +1,15 @@
-using System.Globalization;
 using System.Reflection;
-using System.Runtime.CompilerServices;
 using System.Text;
 
 namespace UVm.Tests.Ecosystem;
 
 /// <summary>
-/// Writes the public API of an assembly as text, by reflection: one block per public type
-/// (sorted by full name) with its declaration line, then one line per visible member (sorted),
-/// each a full C#-like signature with nullability, tuple names, ref kinds and defaults.
+/// Writes the declarations of public types, by reflection: one line per type (sorted by full
+/// name) with its kind, modifiers, base type, interfaces and generic constraints. This is what
+/// <c>PublicAPI.Shipped.txt</c>, the API analyzer's file, does not record: the analyzer tracks
+/// every member and each type's name, but not whether a type is a class or a struct, sealed or
+/// not, nor what it derives from and implements.
 /// </summary>
-/// <remarks>
-/// Members visible from outside: public ones, and protected ones of types that can be derived
-/// from. Compiler-generated members (names starting with <c>&lt;</c>) and accessors are left out;
-/// accessors show in their property. Enum values show with their numbers, constants with values.
-/// </remarks>
 internal static class PublicApiListing
 {
     private const BindingFlags Declared = BindingFlags.Public | BindingFlags.NonPublic | BindingFlags.Instance | BindingFlags.Static | BindingFlags.DeclaredOnly;
@@ -28,20 +23,17 @@ internal static class PublicApiListing
         [typeof(nint)] = "nint", [typeof(nuint)] = "nuint",
     };
 
-    /// <summary>The listing of <paramref name="assembly"/>, lines ending with <c>\n</c>.</summary>
-    internal static string Generate(Assembly assembly, string header)
+    /// <summary>
+    /// The declaration lines of the exported types of <paramref name="assembly"/> whose names
+    /// (namespace-qualified, nested with a dot, generic parameters left out) are in
+    /// <paramref name="names"/>, after <paramref name="header"/>; lines end with <c>\n</c>.
+    /// </summary>
+    internal static string Declarations(Assembly assembly, IReadOnlySet<string> names, string header)
     {
         var text = new StringBuilder();
         text.Append(header).Append('\n');
-        foreach (Type type in assembly.GetExportedTypes().OrderBy(t => FullName(t), StringComparer.Ordinal))
-        {
-            text.Append('\n').Append(TypeLine(type)).Append('\n');
-            // By member name (constructors first), then by signature.
-            foreach (string member in Members(type).Distinct()
-                         .OrderBy(m => m.Name == ".ctor" ? "" : m.Name, StringComparer.Ordinal).ThenBy(m => m.Line, StringComparer.Ordinal)
-                         .Select(m => m.Line))
-                text.Append("  ").Append(member).Append('\n');
-        }
+        foreach (Type type in assembly.GetExportedTypes().Where(t => names.Contains(FullName(t))).OrderBy(t => FullName(t), StringComparer.Ordinal))
+            text.Append(TypeLine(type)).Append('\n');
         return text.ToString();
     }
 
@@ -57,8 +49,8 @@ internal static class PublicApiListing
         }
         if (typeof(Delegate).IsAssignableFrom(t.BaseType) && t != typeof(MulticastDelegate))
         {
-            MethodInfo invoke = t.GetMethod("Invoke")!;
-            return $"public delegate {ReturnType(invoke)} {FullName(t)}{GenericParams(t)}({Params(invoke)}){Constraints(t.GetGenericArguments())}";
+            // Its signature is its Invoke method, which the analyzer tracks.
+            return $"public delegate {FullName(t)}{GenericParams(t)}{Constraints(t.GetGenericArguments())}";
         }
         if (t.IsInterface) parts.Add("interface");
         else if (t.IsValueType)
@@ -91,147 +83,10 @@ internal static class PublicApiListing
     private static bool Has(ICustomAttributeProvider p, string fullName) =>
         p.GetCustomAttributes(false).Any(a => a.GetType().FullName == fullName);
 
-    // ---- members ------------------------------------------------------------------------------
-
-    private static IEnumerable<(string Name, string Line)> Members(Type t)
-    {
-        if (typeof(Delegate).IsAssignableFrom(t.BaseType)) yield break;
-        var nullability = new NullabilityInfoContext();
-        bool derivable = !t.IsSealed && !t.IsValueType;
-        bool Visible(MethodBase? m) => m is not null && (m.IsPublic || (derivable && (m.IsFamily || m.IsFamilyOrAssembly)));
-        string Access(MethodBase m) => t.IsInterface ? "" : m.IsPublic ? "public " : "protected ";
-
-        if (t.IsEnum)
-        {
-            foreach (FieldInfo f in t.GetFields(BindingFlags.Public | BindingFlags.Static))
-                // Enum values sort by number, as they are declared.
-                yield return (Convert.ToDecimal(f.GetRawConstantValue(), CultureInfo.InvariantCulture).ToString("000000000000000000000", CultureInfo.InvariantCulture), $"{f.Name} = {Convert.ToString(f.GetRawConstantValue(), CultureInfo.InvariantCulture)}");
-            yield break;
-        }
-        foreach (ConstructorInfo c in t.GetConstructors(Declared))
-        {
-            if (!Visible(c) || c.IsStatic) continue;
-            yield return (".ctor", $"{Access(c)}{ShortName(t)}({Params(c)})");
-        }
-        foreach (MethodInfo m in t.GetMethods(Declared))
-        {
-            if (!Visible(m) || m.Name.StartsWith('<')) continue;
-            if (m.IsSpecialName && !m.Name.StartsWith("op_", StringComparison.Ordinal)) continue;
-            string ro = IsReadOnly(m) ? "readonly " : "";
-            yield return (m.Name, $"{Access(m)}{Modifiers(m, t)}{ro}{ReturnType(m)} {m.Name}{GenericParams(m)}({Params(m)}){Constraints(m.IsGenericMethodDefinition ? m.GetGenericArguments() : [])}");
-        }
-        foreach (PropertyInfo p in t.GetProperties(Declared))
-        {
-            MethodInfo? get = Visible(p.GetMethod) ? p.GetMethod : null, set = Visible(p.SetMethod) ? p.SetMethod : null;
-            MethodInfo? any = get ?? set;
-            if (any is null || p.Name.StartsWith('<')) continue;
-            string accessors = (get is null ? "" : AccessorText(get, any, "get", t)) + (set is null ? "" : AccessorText(set, any, IsInit(set) ? "init" : "set", t));
-            string name = p.GetIndexParameters().Length > 0 ? $"this[{Params(p.GetIndexParameters(), extension: false)}]" : p.Name;
-            string type = (p.PropertyType.IsByRef ? "ref " : "") + Name(p.PropertyType.IsByRef ? p.PropertyType.GetElementType()! : p.PropertyType, nullability.Create(p), TupleNames(p));
-            string ro = get is not null && IsReadOnly(get) ? "readonly " : "";
-            yield return (p.Name, $"{Access(any)}{Modifiers(any, t)}{ro}{type} {name} {{ {accessors}}}");
-        }
-        foreach (FieldInfo f in t.GetFields(Declared))
-        {
-            if (!(f.IsPublic || (derivable && (f.IsFamily || f.IsFamilyOrAssembly))) || f.Name.StartsWith('<')) continue;
-            string access = f.IsPublic ? "public" : "protected";
-            string type = Name(f.FieldType, nullability.Create(f), TupleNames(f));
-            if (f.IsLiteral) yield return (f.Name, $"{access} const {type} {f.Name} = {Literal(f.GetRawConstantValue())}");
-            else yield return (f.Name, $"{access} {(f.IsStatic ? "static " : "")}{(f.IsInitOnly ? "readonly " : "")}{type} {f.Name}");
-        }
-        foreach (EventInfo e in t.GetEvents(Declared))
-        {
-            if (!Visible(e.AddMethod)) continue;
-            yield return (e.Name, $"{Access(e.AddMethod!)}{Modifiers(e.AddMethod!, t)}event {Name(e.EventHandlerType!, nullability.Create(e), TupleNames(e))} {e.Name}");
-        }
-    }
-
-    private static string AccessorText(MethodInfo accessor, MethodInfo property, string word, Type t)
-    {
-        string access = accessor.IsPublic == property.IsPublic || t.IsInterface ? "" : accessor.IsPublic ? "public " : "protected ";
-        return $"{access}{word}; ";
-    }
-
-    private static bool IsInit(MethodInfo set) =>
-        set.ReturnParameter.GetRequiredCustomModifiers().Any(m => m.FullName == "System.Runtime.CompilerServices.IsExternalInit");
-
-    private static string Modifiers(MethodInfo m, Type t)
-    {
-        if (t.IsInterface) return m.IsStatic ? "static " : "";
-        if (m.IsStatic) return "static ";
-        if (m.IsAbstract) return "abstract ";
-        if (!m.IsVirtual || (m.IsFinal && m.Attributes.HasFlag(MethodAttributes.NewSlot))) return ""; // plain, or an implicit interface implementation
-        bool overrides = m.GetBaseDefinition() != m;
-        if (overrides) return m.IsFinal ? "sealed override " : "override ";
-        return "virtual ";
-    }
-
-    // ---- signatures ---------------------------------------------------------------------------
-
-    private static string ReturnType(MethodInfo m)
-    {
-        ParameterInfo r = m.ReturnParameter;
-        Type type = r.ParameterType;
-        string prefix = "";
-        if (type.IsByRef)
-        {
-            prefix = IsReadOnly(r) ? "ref readonly " : "ref ";
-            type = type.GetElementType()!;
-        }
-        return prefix + Name(type, new NullabilityInfoContext().Create(r), TupleNames(r));
-    }
-
-    private static string Params(MethodBase m) => Params(m.GetParameters(), m.IsDefined(typeof(ExtensionAttribute), false));
-
-    private static string Params(ParameterInfo[] ps, bool extension)
-    {
-        var nullability = new NullabilityInfoContext();
-        var parts = new List<string>();
-        foreach (ParameterInfo p in ps)
-        {
-            var s = new StringBuilder();
-            if (extension && p.Position == 0) s.Append("this ");
-            if (Has(p, "System.Runtime.CompilerServices.ScopedRefAttribute")) s.Append("scoped ");
-            if (p.IsDefined(typeof(ParamArrayAttribute), false)) s.Append("params ");
-            Type type = p.ParameterType;
-            if (type.IsByRef)
-            {
-                if (p.IsOut) s.Append("out ");
-                else if (Has(p, "System.Runtime.CompilerServices.RequiresLocationAttribute")) s.Append("ref readonly ");
-                else if (p.IsIn) s.Append("in ");
-                else s.Append("ref ");
-                type = type.GetElementType()!;
-            }
-            s.Append(Name(type, nullability.Create(p), TupleNames(p))).Append(' ').Append(p.Name);
-            if (p.HasDefaultValue) s.Append(" = ").Append(p.DefaultValue is null && type.IsValueType && Nullable.GetUnderlyingType(type) is null ? "default" : Literal(p.DefaultValue, type));
-            parts.Add(s.ToString());
-        }
-        return string.Join(", ", parts);
-    }
-
-    private static string Literal(object? value, Type? type = null)
-    {
-        if (value is null) return "null";
-        if (type is not null && (type.IsEnum || Nullable.GetUnderlyingType(type)?.IsEnum == true))
-        {
-            Type e = Nullable.GetUnderlyingType(type) ?? type;
-            return $"{Name(e)}.{Enum.ToObject(e, value)}";
-        }
-        return value switch
-        {
-            string s => $"\"{s}\"",
-            char c => $"'{c}'",
-            bool b => b ? "true" : "false",
-            IFormattable f => f.ToString(null, CultureInfo.InvariantCulture),
-            _ => value.ToString() ?? "",
-        };
-    }
+    // ---- names -----------------------------------------------------------------------------
 
     private static string GenericParams(Type t) =>
         t.IsGenericTypeDefinition ? $"<{string.Join(", ", t.GetGenericArguments().Skip(t.DeclaringType?.GetGenericArguments().Length ?? 0).Select(a => a.Name))}>" : "";
-
-    private static string GenericParams(MethodInfo m) =>
-        m.IsGenericMethodDefinition ? $"<{string.Join(", ", m.GetGenericArguments().Select(a => a.Name))}>" : "";
 
     private static string Constraints(Type[] args)
     {
@@ -250,9 +105,6 @@ internal static class PublicApiListing
         }
         return text.ToString();
     }
-
-    private static List<string?> TupleNames(ICustomAttributeProvider p) =>
-        p.GetCustomAttributes(typeof(TupleElementNamesAttribute), false).OfType<TupleElementNamesAttribute>().FirstOrDefault()?.TransformNames.ToList() ?? [];
 
     /// <summary>A C# spelling of <paramref name="t"/>; <paramref name="tupleNames"/> are consumed in pre-order, as the compiler encodes them.</summary>
     private static string Name(Type t, NullabilityInfo? n = null, List<string?>? tupleNames = null)
