@@ -51,7 +51,8 @@ public sealed class CursorLocking : SpaceFixture
                 {
                     _error = e;
                 }
-            }) { IsBackground = true, Name = "second cursor" };
+            })
+            { IsBackground = true, Name = "second cursor" };
             _thread.Start();
         }
 

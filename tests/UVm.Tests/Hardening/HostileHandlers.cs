@@ -146,7 +146,8 @@ public sealed class HostileHandlers : GuestFixture
             var w = Space.Writer(Va + Page, 8); // same 2 MiB region
             otherWaiting.Set();
             otherResult = w.WriteFallible(new byte[8]);
-        }) { IsBackground = true };
+        })
+        { IsBackground = true };
         other.Start();
         var reader = Space.Reader(Va, 8);
         IoResult<ulong> r = reader.ReadVal<ulong>();

@@ -62,7 +62,8 @@ public sealed class HostileRaces
                 c.Map(secret, PageProperty.New(PageFlags.RW));
             }
             catch (Exception e) { created = e; }
-        }) { IsBackground = true };
+        })
+        { IsBackground = true };
         creator.Start();
         WaitUntil(() => space.Table.Root.WaitersForDebug >= 1, "the new cursor waits for the root");
 
@@ -105,7 +106,8 @@ public sealed class HostileRaces
                 catch (UVmException e) when (e.Error == UVmError.AccessDenied && !go.IsSet) { }
                 catch (Exception e) { escaped = e; }
                 finally { go.Set(); }
-            }) { IsBackground = true };
+            })
+            { IsBackground = true };
             reader.Start();
             Assert.That(go.Wait(30_000), Is.True);
             Thread.SpinWait(random.Next(0, 20_000));
@@ -189,7 +191,8 @@ public sealed class HostileRaces
                 using (CursorMut c = space.CursorMut(VaddrRange.FromLength(3UL << 30, Page))) c.Unmap(Page);
             }
             catch (Exception e) { failed = e; }
-        }) { IsBackground = true };
+        })
+        { IsBackground = true };
         other.Start();
         Assert.That(other.Join(30_000), Is.True, "the other thread was not blocked by the read-only cursor");
         Assert.That(failed, Is.Null, failed?.ToString());
