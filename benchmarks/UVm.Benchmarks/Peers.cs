@@ -70,7 +70,16 @@ internal sealed partial class PeerResults
 
     /// <summary>Why a peer gave no figure, for a note.</summary>
     public string Missing(string scenario) =>
-        _unavailable.TryGetValue(scenario, out string? why) ? $"peer {scenario} unavailable ({why})" : $"peer {scenario} did not run";
+        _unavailable.TryGetValue(scenario, out string? why) ? $"peer {scenario} unavailable ({Why(why)})" : $"peer {scenario} did not run";
+
+    /// <summary>The peers that printed an "unavailable" line, each with why, for the smoke's skip lines.</summary>
+    public IEnumerable<(string Scenario, string Why)> Unavailable => _unavailable.Select(kv => (kv.Key, Why(kv.Value)));
+
+    /// <summary><c>not_installed=PKG</c> (an optional peer's library is missing) said in words, with how to install it; other reasons as printed.</summary>
+    private static string Why(string extras) =>
+        extras.StartsWith("not_installed=", StringComparison.Ordinal) && extras["not_installed=".Length..] is { Length: > 0 } package && !package.Contains(' ')
+            ? $"{package} is not installed; to measure this peer: apt-get install {package}"
+            : extras;
 
     public int Count => _figures.Count;
 

@@ -14,7 +14,7 @@ internal static class Smoke
 
     public static int Run(Settings s, PeerResults givenPeers)
     {
-        int passed = 0, failed = 0;
+        int passed = 0, failed = 0, skipped = 0;
         void Check(string name, Action test)
         {
             try
@@ -30,6 +30,12 @@ internal static class Smoke
             }
         }
 
+        foreach ((string scenario, string why) in givenPeers.Unavailable.OrderBy(u => u.Scenario, StringComparer.Ordinal))
+        {
+            skipped++;
+            Console.WriteLine($"skip   peer {scenario}: {why}");
+        }
+
         // The peers of this run if given (and they include the raw fault peer), else lines in the peers' format.
         PeerResults peers = givenPeers.Get("fault_roundtrip_raw", "ns_per_fault") != null ? givenPeers : SamplePeers();
         Row? row = null;
@@ -40,6 +46,8 @@ internal static class Smoke
             PeerResults p = SamplePeers();
             Require(p.Get("fault_roundtrip_raw", "ns_per_fault") is { Median: 27490.5, Reps: 3 } f && f.Number("pages") == 4096, "figure, reps and extras read back");
             Require(p.Get("fault_roundtrip_uffd", "ns_per_fault") is null && p.Missing("fault_roundtrip_uffd").Contains("errno=1"), "an unavailable peer has no figure and says why");
+            Require(p.Missing("fault_roundtrip_libsigsegv").Contains("libsigsegv-dev is not installed; to measure this peer: apt-get install libsigsegv-dev"),
+                "a peer whose library is not installed says how to install it");
             Require(Throws<FormatException>(() => new PeerResults().Add("PEER fault_roundtrip_raw ns_per_fault fast reps=3")), "a malformed PEER line throws");
             Require(Throws<FormatException>(() => p.Get("fault_roundtrip_raw", "GB_per_s")), "a unit mismatch throws");
             Require(!new PeerResults().Add("peers: cc fault_raw"), "other lines are ignored");
@@ -132,7 +140,7 @@ internal static class Smoke
             }
         });
 
-        Console.WriteLine($"bench-smoke: {passed} passed, {failed} failed, 0 skipped");
+        Console.WriteLine($"bench-smoke: {passed} passed, {failed} failed, {skipped} skipped");
         return failed == 0 ? 0 : 1;
     }
 
@@ -143,6 +151,7 @@ internal static class Smoke
                  {
                      "PEER fault_roundtrip_raw ns_per_fault 27490.5 reps=3 pages=4096",
                      "PEER fault_roundtrip_uffd unavailable 0 reps=0 errno=1",
+                     "PEER fault_roundtrip_libsigsegv unavailable 0 reps=0 not_installed=libsigsegv-dev",
                      "PEER first_touch_kernel ns_per_page 9927.1 reps=3 pages=4096 thp=off",
                      "PEER fork_kernel us_per_fork 3420.8 reps=3 resident_mib=64 fork_call_us=725.5",
                      "PEER fork_cow_write_kernel ns_per_page 14602.5 reps=3 pages=4096 fork_call_us=707.2",

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Build the UVm benchmark peers: bash benchmarks/peers/build.sh OUTDIR
 # Compiles every peer with the system cc into OUTDIR, skipping binaries newer than
-# their sources. Installs libsigsegv-dev if needed; if that fails, fault_libsigsegv
-# is skipped (with a message on stderr) and the build still succeeds.
+# their sources. fault_libsigsegv is optional: without libsigsegv (Debian's libsigsegv-dev)
+# it is skipped, with one line on stderr saying how to install it, and the build still
+# succeeds. This script installs nothing.
 set -euo pipefail
 
 if [[ $# -ne 1 ]]; then
@@ -32,17 +33,6 @@ have_sigsegv() {
         echo '#include <sigsegv.h>' | cc -E -x c - >/dev/null 2>&1
 }
 
-ensure_sigsegv() {
-    have_sigsegv && return 0
-    echo "peers: sigsegv.h missing; installing libsigsegv-dev" >&2
-    export DEBIAN_FRONTEND=noninteractive
-    if ! apt-get install -y libsigsegv-dev >&2; then
-        echo "peers: install failed; running apt-get update and retrying" >&2
-        apt-get update >&2 && apt-get install -y libsigsegv-dev >&2 || true
-    fi
-    have_sigsegv
-}
-
 build fault_raw
 build fault_uffd -lpthread
 build first_touch
@@ -53,10 +43,10 @@ build fork_server
 build image_reset
 build remap_floor
 
-if ensure_sigsegv; then
+if have_sigsegv; then
     build fault_libsigsegv -lsigsegv
 else
-    echo "peers: libsigsegv unavailable; skipping fault_libsigsegv" >&2
+    echo "peers: libsigsegv is not installed; fault_libsigsegv skipped (to measure it: apt-get install libsigsegv-dev)" >&2
     rm -f "$out/fault_libsigsegv"
 fi
 echo "peers: built into $out" >&2

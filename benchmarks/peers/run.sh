@@ -13,9 +13,12 @@ args=()
 limit=900
 if [[ $# -eq 2 ]]; then args=(--quick); limit=60; fi
 
-# fault_libsigsegv is optional (build.sh skips it when libsigsegv is unavailable).
+# fault_libsigsegv is optional (build.sh skips it when libsigsegv is not installed): when it
+# was not built, its scenario gets an "unavailable" line naming the package it needs.
 required=(fault_raw fault_uffd first_touch fork_peer mmap_floor memcpy_peer fork_server image_reset remap_floor)
 optional=(fault_libsigsegv)
+declare -A optional_scenario=([fault_libsigsegv]=fault_roundtrip_libsigsegv)
+declare -A optional_package=([fault_libsigsegv]=libsigsegv-dev)
 
 status=0
 run_one() {
@@ -47,7 +50,8 @@ for name in "${optional[@]}"; do
     if [[ -x "$out/$name" ]]; then
         run_one "$name"
     else
-        echo "peers: $name not built; skipped" >&2
+        echo "peers: $name not built (${optional_package[$name]} is not installed); skipped" >&2
+        echo "PEER ${optional_scenario[$name]} unavailable 0 reps=0 not_installed=${optional_package[$name]}"
     fi
 done
 exit "$status"
