@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # run.sh OUTDIR - builds tests/Native/test_native.c against OUTDIR/libuvm.so
 # (built by src/Native/build.sh OUTDIR) and runs it. Extra arguments go to the
-# test binary (e.g. --no-bench). Exit status: the test's (non-zero iff a case failed).
+# test binary: --no-bench runs the cases without the throughput table (./build.sh test),
+# --bench-only prints the table alone (./build.sh bench). Exit status: the test's (non-zero iff
+# a case failed).
 set -euo pipefail
 
 if [[ $# -lt 1 ]]; then
-    echo "usage: $0 OUTDIR [--no-bench]" >&2
+    echo "usage: $0 OUTDIR [--no-bench | --bench-only]" >&2
     exit 2
 fi
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
