@@ -95,6 +95,7 @@ public sealed class FixtureProgressAttribute : Attribute, ITestAction
         return name.StartsWith(Prefix, StringComparison.Ordinal) ? name[Prefix.Length..] : name;
     }
 
-    /// <summary>The fixtures under <paramref name="suite"/> (all of them: a filtered run may run fewer).</summary>
-    private static int CountFixtures(ITest suite) => suite.Tests.Sum(t => IsFixture(t) ? 1 : t.IsSuite ? CountFixtures(t) : 0);
+    /// <summary>The runnable fixtures with tests under <paramref name="suite"/> (a filtered run may run fewer).</summary>
+    private static int CountFixtures(ITest suite) =>
+        suite.Tests.Sum(t => IsFixture(t) ? (t.RunState == RunState.Runnable && t.TestCaseCount > 0 ? 1 : 0) : t.IsSuite ? CountFixtures(t) : 0);
 }
