@@ -93,7 +93,7 @@ internal static class SymbolChecks
         string document = pdb.GetString(pdb.GetDocument(first.Document).Name).Replace('\\', '/');
         Assert.That(document, Does.EndWith("src/UVm/Spaces/VmSpace.cs"), "VmSpace.Activate steps into VmSpace.cs");
         string[] lines = sources["src/UVm/Spaces/VmSpace.cs"].Split('\n');
-        int declaration = Array.FindLastIndex(lines, first.StartLine - 1, l => l.Contains("void Activate()", StringComparison.Ordinal));
+        int declaration = Array.FindLastIndex(lines, first.StartLine - 1, l => l.Contains(" Activate()", StringComparison.Ordinal) && l.Contains("public ", StringComparison.Ordinal));
         Assert.That(declaration, Is.GreaterThanOrEqualTo(0).And.GreaterThan(first.StartLine - 12),
             $"line {first.StartLine} of VmSpace.cs is in the body of Activate()");
     }
