@@ -47,19 +47,16 @@ public static class GuestLayout
 
     /// <summary>
     /// Loads <paramref name="code"/> into a read-only area at <see cref="Code"/> of
-    /// <paramref name="space"/>. Image areas are not in UVm yet: the area is mapped read-write
-    /// and populated, written through a fallible writer, then made read-only. With an image
-    /// backend this is the one call to change (map the image, no write, no protect).
+    /// <paramref name="space"/>: an image of the bytes in the space's pool, mapped read-only
+    /// (nothing written through the space, nothing to protect afterwards). The area keeps the
+    /// image's frames; the image itself is needed only for the map.
     /// </summary>
-    /// <exception cref="InvalidOperationException">The program does not fit one page, or the write failed.</exception>
+    /// <exception cref="InvalidOperationException">The program does not fit one page.</exception>
     public static void LoadCode(AddressSpace space, byte[] code)
     {
         if ((ulong)code.Length > Paging.PageSize) throw new InvalidOperationException($"the program has {code.Length} bytes; one page holds {Paging.PageSize}");
-        ulong area = space.Map(Paging.PageSize, new AreaBackend.Alloc(Populate: true), new VmMapOptions { Addr = Code, Flags = PageFlags.RW });
-        VmWriter<Fallible> writer = space.Space.Writer(area, (ulong)code.Length);
-        CopyResult w = writer.WriteFallible(code);
-        if (!w.IsOk) throw new InvalidOperationException($"loading the byte code failed: {w.Error} {w.Fault}");
-        space.Protect(VaddrRange.FromLength(area, Paging.PageSize), PageFlags.R);
+        using VmImage image = VmImage.FromBytes(code, space.Space.Pool);
+        space.Map(Paging.PageSize, new AreaBackend.Image(image, 0), new VmMapOptions { Addr = Code, Flags = PageFlags.R });
     }
 
     /// <summary>
