@@ -108,6 +108,17 @@ internal sealed class TableSnapshot : IDisposable
     {
         ulong size = Paging.SizeAt(level);
         int first = (int)((start - vaBase) / size), last = (int)((end - 1 - vaBase) / size);
+        if (level == 1)
+        {
+            // Most of the walk: page-aligned bounds, so every entry is whole.
+            ulong[] ptes = node.Ptes;
+            for (int i = first; i <= last; i++)
+            {
+                ulong pte = ptes[i];
+                runs.Add(vaBase + ((ulong)i << Paging.PageShift), Paging.PageSize, Pte.IsPresent(pte) ? pte : 0);
+            }
+            return;
+        }
         for (int i = first; i <= last; i++)
         {
             ulong va = vaBase + (ulong)i * size, lo = Math.Max(va, start), hi = Math.Min(va + size, end);
@@ -123,6 +134,7 @@ internal sealed class TableSnapshot : IDisposable
     {
         private ulong _va, _len, _entry;
 
+        [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
         internal void Add(ulong va, ulong len, ulong entry)
         {
             if (_len != 0 && va == _va + _len && Continues(entry))
