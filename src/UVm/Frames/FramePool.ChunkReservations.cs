@@ -43,25 +43,19 @@ public sealed unsafe partial class FramePool
     /// <summary>Gives a reservation back; the chunk's free frames return to ordinary allocation.</summary>
     internal void ReleaseChunk(int chunk)
     {
-        lock (_lock)
-        {
-            _chooser.Unreserve(chunk);
-            if (_chooser.IsReserved(chunk)) return;
-            UnparkLocked(chunk); // nobody will take these slots back: punch them with the next batch
-            if (_dirty.Count >= PunchBatchFrames) PunchDirtyLocked();
-        }
+        lock (_lock) _chooser.Unreserve(chunk);
     }
 
     /// <summary>
     /// Allocates the frame at <paramref name="paddr"/> (in a chunk the caller reserved) if it is
-    /// free or parked there since it was freed; returns false when it is in use (or parked, and
-    /// the host refused to punch it).
+    /// free; returns false when it is in use, or waiting to be punched and
+    /// <paramref name="willOverwrite"/> is false.
     /// </summary>
     /// <param name="paddr">The frame.</param>
     /// <param name="willOverwrite">The caller overwrites all of the frame before anybody reads it
-    /// (a copy-on-write copy): a parked frame is handed out as it is, its old contents unread,
-    /// saving the punch and the host's page allocation. Otherwise a parked frame is punched first,
-    /// so it reads as zero.</param>
+    /// (a copy-on-write copy): a freed frame still waiting to be punched may be handed out as it
+    /// is, its old contents unread, saving the punch and the host's page allocation. A space reset
+    /// to a snapshot frees its copies, and its next run copies into the same slots.</param>
     internal bool TryAllocAt(ulong paddr, bool willOverwrite = false)
     {
         ulong f = paddr >> Paging.PageShift;
@@ -70,14 +64,11 @@ public sealed unsafe partial class FramePool
             if (_disposed != 0) ThrowHelper.Disposed(nameof(FramePool));
             if (_used.IsUsed(f))
             {
-                // Freed frames stay marked used until punched; those of this reserved chunk are parked.
-                if (!_parked.TryGetValue((int)(f / ChunkFrames), out List<ulong>? parked)) return false;
-                int at = parked.LastIndexOf(f);
-                if (at < 0) return false;
-                if (!willOverwrite && !_file.TryPunch(f, 1)) return false; // stays parked, tried again at the next punch
-                parked[at] = parked[^1]; // the order of parked frames does not matter
-                parked.RemoveAt(parked.Count - 1);
-                _parkedFrames--;
+                // Freed frames stay marked used until punched; the most recently freed are last.
+                int dirty = willOverwrite ? _dirty.LastIndexOf(f) : -1;
+                if (dirty < 0) return false;
+                _dirty[dirty] = _dirty[^1]; // the batch is sorted before punching: order does not matter
+                _dirty.RemoveAt(_dirty.Count - 1);
             }
             else
             {

@@ -38,9 +38,7 @@ public sealed unsafe partial class FramePool : IDisposable
     private readonly object _lock = new();
     private readonly FrameBitmap _used;   // allocated or waiting to be punched; under _lock
     private readonly ChunkChooser _chooser; // under _lock
-    private readonly List<ulong> _dirty = new(PunchBatchFrames); // freed frame numbers not yet punched; under _lock
-    private readonly Dictionary<int, List<ulong>> _parked = new(); // freed frames of reserved chunks, by chunk; under _lock
-    private int _parkedFrames;                                     // how many; under _lock
+    private readonly List<ulong> _dirty = new(PunchBatchFrames); // freed frame numbers not yet punched
     private readonly FrameFile _file;
     private readonly byte* _linear;       // _file's mappings, kept here for the hot paths
     private readonly int* _refs;          // one reference count per frame, in anonymous host memory
@@ -86,14 +84,7 @@ public sealed unsafe partial class FramePool : IDisposable
     public long FramesInUse => Volatile.Read(ref _inUse);
 
     /// <summary>Freed frames not yet punched back to the host.</summary>
-    /// <remarks>
-    /// Frames freed in a chunk reserved for one owner are parked there rather than punched in the
-    /// next batch: the owner allocates the same slots again (a space reset to a snapshot frees its
-    /// copies, and its next run copies into the same frames), and a copy that overwrites a frame
-    /// whole may take it as it is. They are punched when the reservation goes, on <see cref="Trim"/>,
-    /// or when a zeroed frame is taken from the slot.
-    /// </remarks>
-    public int FramesAwaitingPunch { get { lock (_lock) return _dirty.Count + _parkedFrames; } }
+    public int FramesAwaitingPunch { get { lock (_lock) return _dirty.Count; } }
 
     /// <summary>Bytes the host has actually allocated for the pool's memfd (<c>st_blocks</c>); falls after frees are punched.</summary>
     /// <exception cref="ObjectDisposedException">The pool was disposed.</exception>
@@ -152,33 +143,7 @@ public sealed unsafe partial class FramePool : IDisposable
         lock (_lock)
         {
             if (_disposed != 0) ThrowHelper.Disposed(nameof(FramePool));
-            UnparkLocked(null);
             PunchDirtyLocked();
-        }
-    }
-
-    /// <summary>Queues freed frame <paramref name="f"/> to be punched, or parks it in its reserved chunk.</summary>
-    private void DiscardLocked(ulong f)
-    {
-        int chunk = (int)(f / ChunkFrames);
-        if (!_chooser.IsReserved(chunk))
-        {
-            _dirty.Add(f);
-            return;
-        }
-        if (!_parked.TryGetValue(chunk, out List<ulong>? frames)) _parked[chunk] = frames = new List<ulong>();
-        frames.Add(f);
-        _parkedFrames++;
-    }
-
-    /// <summary>Moves the parked frames of <paramref name="chunk"/> (of every chunk when null) to the punch queue.</summary>
-    private void UnparkLocked(int? chunk)
-    {
-        foreach (int c in chunk is { } one ? [one] : _parked.Keys.ToArray())
-        {
-            if (!_parked.Remove(c, out List<ulong>? frames)) continue;
-            _dirty.AddRange(frames);
-            _parkedFrames -= frames.Count;
         }
     }
 
@@ -230,7 +195,7 @@ public sealed unsafe partial class FramePool : IDisposable
         lock (_lock)
         {
             _inUse -= freed.Count;
-            foreach (ulong f in freed) DiscardLocked(f);
+            _dirty.AddRange(freed);
             if (_dirty.Count >= PunchBatchFrames) PunchDirtyLocked();
         }
     }
@@ -264,7 +229,7 @@ public sealed unsafe partial class FramePool : IDisposable
         lock (_lock)
         {
             _inUse--;
-            DiscardLocked(paddr >> Paging.PageShift);
+            _dirty.Add(paddr >> Paging.PageShift);
             if (_dirty.Count >= PunchBatchFrames) PunchDirtyLocked();
         }
     }
@@ -280,7 +245,6 @@ public sealed unsafe partial class FramePool : IDisposable
             if (_disposed != 0) ThrowHelper.Disposed(nameof(FramePool));
             if (!_chooser.TryChoose(count, out ulong first))
             {
-                UnparkLocked(null); // never refuse memory the pool has
                 PunchDirtyLocked();
                 if (!_chooser.TryChoose(count, out first))
                     ThrowHelper.UVm(UVmError.NoMemory, $"the frame pool ({TotalFrames} frames, {_inUse} in use) has no free run of {count} frames");

@@ -85,26 +85,6 @@ public sealed class SnapshotReset : AreaFixture
     }
 
     [Test]
-    public void A_frame_freed_by_a_reset_waits_in_its_slot_and_reads_zero_when_demand_zero_takes_it_again()
-    {
-        Parent.FaultAroundPages = 1;
-        ulong area = Parent.Map(8 * Page, Lazy, At(2 * MiB));
-        VmSnapshot snapshot = Track(Parent.Snapshot()); // nothing resident yet
-        WriteU64(Parent, area + 2 * Page, 0xDEADBEEF);
-        ulong frame = PageAt(Parent, area + 2 * Page)!.Value.Paddr;
-        long punches = Pool.PunchCalls, waiting = Pool.FramesAwaitingPunch;
-
-        Parent.Reset(snapshot);
-        Assert.That(PageAt(Parent, area + 2 * Page), Is.Null, "the reset unmapped the page filled after the snapshot");
-        Assert.That(Pool.FramesAwaitingPunch, Is.EqualTo(waiting + 1), "its frame waits in its slot");
-        Assert.That(Pool.PunchCalls, Is.EqualTo(punches), "not punched yet");
-
-        Assert.That(ReadU64(Parent, area + 2 * Page), Is.Zero, "demand-zero means zero, not the old contents");
-        Assert.That(PageAt(Parent, area + 2 * Page)!.Value.Paddr, Is.EqualTo(frame), "the same slot, the same frame");
-        Assert.That(Pool.PunchCalls, Is.EqualTo(punches + 1), "punched when a zeroed frame was taken from the slot");
-    }
-
-    [Test]
     public void Scattered_dirt_is_put_back_with_one_host_call_per_span_and_distant_clusters_with_one_each()
     {
         Parent.FaultAroundPages = 1;
