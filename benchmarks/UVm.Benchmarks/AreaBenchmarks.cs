@@ -7,6 +7,8 @@ using UVm.Io;
 using UVm.Spaces;
 using UVm.Interop;
 
+using static UVm.Benchmarks.Scenario;
+
 namespace UVm.Benchmarks;
 
 /// <summary>
@@ -649,36 +651,7 @@ internal static partial class AreaBenchmarks
         if (noReservations && pool.ReservedChunks != 0) throw new InvalidOperationException($"{pool.ReservedChunks} chunks still reserved {when}");
     }
 
-    /// <summary>The last <paramref name="reps"/> values (the ones after the Sampler's warm-ups).</summary>
-    private static Samples Counted(List<double> all, int reps) => new(all.Skip(all.Count - reps).ToArray());
 
-    private static Row Guard(string scenario, Func<Row> measure)
-    {
-        try
-        {
-            return measure();
-        }
-        catch (Exception e)
-        {
-            Console.Error.WriteLine($"UVm.Benchmarks: scenario '{scenario}' failed: {e}");
-            return Row.Failed(scenario, e);
-        }
-    }
 
-    private static IEnumerable<Row> GuardMany(string scenario, Func<IEnumerable<Row>> measure)
-    {
-        try
-        {
-            return measure().ToList();
-        }
-        catch (Exception e)
-        {
-            Console.Error.WriteLine($"UVm.Benchmarks: scenario '{scenario}' failed: {e}");
-            return [Row.Failed(scenario, e)];
-        }
-    }
 
-    /// <summary>"256 MiB", "1 GiB".</summary>
-    private static string Size(ulong bytes) =>
-        bytes >= 1UL << 30 && bytes % (1UL << 30) == 0 ? Program.Inv($"{bytes >> 30} GiB") : Program.Inv($"{(double)bytes / MiB:0} MiB");
 }

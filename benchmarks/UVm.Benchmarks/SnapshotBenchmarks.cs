@@ -4,6 +4,8 @@ using UVm.Frames;
 using UVm.Io;
 using UVm.Spaces;
 
+using static UVm.Benchmarks.Scenario;
+
 namespace UVm.Benchmarks;
 
 /// <summary>
@@ -541,37 +543,9 @@ internal static class SnapshotBenchmarks
         return result;
     }
 
-    private static Samples Counted(List<double> all, int reps) => new(all.Skip(all.Count - reps).ToArray());
 
     private static string FmtRatio(double? x) => x is { } r ? Program.Inv($"{r:F2}x") : "-";
 
-    private static Row Guard(string scenario, Func<Row> measure)
-    {
-        try
-        {
-            return measure();
-        }
-        catch (Exception e)
-        {
-            Console.Error.WriteLine($"UVm.Benchmarks: scenario '{scenario}' failed: {e}");
-            return Row.Failed(scenario, e);
-        }
-    }
 
-    private static IEnumerable<Row> GuardMany(string scenario, Func<IEnumerable<Row>> measure)
-    {
-        try
-        {
-            return measure().ToList();
-        }
-        catch (Exception e)
-        {
-            Console.Error.WriteLine($"UVm.Benchmarks: scenario '{scenario}' failed: {e}");
-            return [Row.Failed(scenario, e)];
-        }
-    }
 
-    /// <summary>"16 MiB", "1 GiB".</summary>
-    private static string Size(ulong bytes) =>
-        bytes >= 1UL << 30 && bytes % (1UL << 30) == 0 ? Program.Inv($"{bytes >> 30} GiB") : Program.Inv($"{(double)bytes / MiB:0} MiB");
 }
