@@ -93,6 +93,7 @@ public sealed partial class AddressSpace
         }
         catch (AreaBackend.FillFailed f)
         {
+            if (marked) _watch.Unmark(Paging.AlignDown(info.Address, Paging.PageSize)); // the write did not happen
             f.Rethrow(); // an on-demand callback's exception goes out of the access as it was thrown
             throw;
         }

@@ -57,6 +57,19 @@ public sealed class SnapshotBackends : AreaFixture
     }
 
     [Test]
+    public void A_write_whose_fill_throws_is_not_listed_as_written()
+    {
+        bool fail = true;
+        ulong heap = Parent.Map(4 * Page, new AreaBackend.OnDemand((_, page) => fail ? throw new IOException("backing store gone") : true), At(2 * MiB));
+        Parent.ResetWriteWatch(Span(heap, 4 * Page));
+        Assert.Throws<IOException>(() => TryWrite(Parent, heap, new byte[] { 1 }));
+        Assert.That(Parent.WrittenPages(Span(heap, 4 * Page)), Is.Empty, "the write never happened");
+        fail = false;
+        Write(Parent, heap, new byte[] { 1 });
+        Assert.That(Parent.WrittenPages(Span(heap, 4 * Page)), Is.EqualTo(new[] { heap }));
+    }
+
+    [Test]
     public void Areas_added_over_a_guard_after_the_snapshot_are_gone_after_a_reset_and_the_guard_is_back()
     {
         ulong guard = Parent.Map(4 * Page, new AreaBackend.Guard(), At(2 * MiB, PageFlags.None));
