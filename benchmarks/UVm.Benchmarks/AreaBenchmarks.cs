@@ -33,7 +33,7 @@ internal static partial class AreaBenchmarks
     private const ulong AreaBase = 1UL << 30;     // areas start at guest 1 GiB, 2 MiB aligned
     private const ulong SpaceSize = 4UL << 30;
     private const ulong PoolSize = 4UL << 30;     // sparse: only what the scenario touches is resident
-    private const byte Fill = 0x5A;               // what the parent writes, as the fork peer does
+    private const byte Fill = StampFill;          // what the parent writes after each page's index, as the fork peer does
     private const ulong ChunkPages = FramePool.ChunkFrames; // pages per 2 MiB, the unit of the bulk copies
 
     /// <summary>The <c>vm.max_map_count</c> default the host-mappings row is set against.</summary>
@@ -544,27 +544,7 @@ internal static partial class AreaBenchmarks
 
     // ---- contents ---------------------------------------------------------------------------
 
-    /// <summary>Page <paramref name="i"/> as the parent writes it: its index in the first 8 bytes, <see cref="Fill"/> after.</summary>
-    private static void StampedPage(ulong i, Span<byte> page)
-    {
-        page.Fill(Fill);
-        BitConverter.TryWriteBytes(page, i);
-    }
 
-    /// <summary>Writes every page of <c>[va, va + pages)</c> as <see cref="StampedPage"/> says, 2 MiB per fallible copy.</summary>
-    private static void WriteStamped(AddressSpace space, ulong va, ulong pages)
-    {
-        space.Space.Activate();
-        var buffer = new byte[ChunkPages * Page];
-        for (ulong first = 0; first < pages; first += ChunkPages)
-        {
-            ulong n = Math.Min(pages - first, ChunkPages);
-            for (ulong i = 0; i < n; i++) StampedPage(first + i, buffer.AsSpan((int)(i * Page), (int)Page));
-            VmWriter<Fallible> w = space.Space.Writer(va + first * Page, n * Page);
-            CopyResult r = w.WriteFallible(buffer.AsSpan(0, (int)(n * Page)));
-            if (!r.IsOk) throw new InvalidOperationException($"writing the data failed after {r.Bytes} bytes: {r.Error}");
-        }
-    }
 
     /// <summary>Checks the first 8 bytes of every page hold its index (one fallible read per page).</summary>
     private static void CheckStamps(AddressSpace space, ulong va, ulong pages, string what)

@@ -1,8 +1,41 @@
+using UVm.Areas;
+using UVm.Frames;
+using UVm.Io;
+
 namespace UVm.Benchmarks;
 
-/// <summary>What every suite of scenarios needs: a failed scenario as a failed row, the samples after the warm-ups, sizes in words.</summary>
+/// <summary>
+/// What the suites of scenarios share: a failed scenario as a failed row, the samples after the
+/// warm-ups, sizes in words, and the stamped pages the area and snapshot suites write and check.
+/// </summary>
 internal static class Scenario
 {
+    /// <summary>What a stamped page holds after its index, as the C peers write it.</summary>
+    internal const byte StampFill = 0x5A;
+
+    /// <summary>Page <paramref name="i"/> as the suites write it: its index in the first 8 bytes, <see cref="StampFill"/> after.</summary>
+    internal static void StampedPage(ulong i, Span<byte> page)
+    {
+        page.Fill(StampFill);
+        BitConverter.TryWriteBytes(page, i);
+    }
+
+    /// <summary>Writes every page of <c>[va, va + pages)</c> as <see cref="StampedPage"/> says, 2 MiB per fallible copy.</summary>
+    internal static void WriteStamped(AddressSpace space, ulong va, ulong pages)
+    {
+        const ulong chunkPages = FramePool.ChunkFrames;
+        space.Space.Activate();
+        var buffer = new byte[chunkPages * Paging.PageSize];
+        for (ulong first = 0; first < pages; first += chunkPages)
+        {
+            ulong n = Math.Min(pages - first, chunkPages);
+            for (ulong i = 0; i < n; i++) StampedPage(first + i, buffer.AsSpan((int)(i * Paging.PageSize), (int)Paging.PageSize));
+            VmWriter<Fallible> w = space.Space.Writer(va + first * Paging.PageSize, n * Paging.PageSize);
+            CopyResult r = w.WriteFallible(buffer.AsSpan(0, (int)(n * Paging.PageSize)));
+            if (!r.IsOk) throw new InvalidOperationException($"writing the stamped pages failed after {r.Bytes} bytes: {r.Error}");
+        }
+    }
+
     /// <summary>The row <paramref name="measure"/> makes, or a failed row (and the exception on stderr) when it throws.</summary>
     internal static Row Guard(string scenario, Func<Row> measure)
     {

@@ -30,7 +30,7 @@ internal static class SnapshotBenchmarks
     private const ulong MiB = 1UL << 20;
     private const ulong AreaBase = 2 * MiB;     // the area starts at guest 2 MiB, 2 MiB aligned
     private const ulong PoolSize = 8UL << 30;   // sparse: only what a scenario touches is resident
-    private const byte Fill = 0x5A;             // what the image holds after each page's index, as the peers'
+    private const byte Fill = StampFill;        // what the image holds after each page's index, as the peers'
     private const ulong ChunkPages = FramePool.ChunkFrames;
 
     /// <summary>Pages a run writes (the peers' N).</summary>
@@ -192,7 +192,7 @@ internal static class SnapshotBenchmarks
         {
             using var space = new AddressSpace(new VmSpaceOptions { Size = 2 * bytes, Pool = pool });
             space.Map(bytes, new AreaBackend.Alloc(Populate: true), new VmMapOptions { Addr = AreaBase, Flags = PageFlags.RW });
-            WriteImage(space, AreaBase, pages);
+            WriteStamped(space, AreaBase, pages);
             long oneCopy = space.Space.PageTableBytes;
             using VmSnapshot snapshot = space.Snapshot();
             var resets = new List<ResetCost>();
@@ -279,7 +279,7 @@ internal static class SnapshotBenchmarks
         {
             using var space = new AddressSpace(new VmSpaceOptions { Size = spaceSize, Pool = pool });
             space.Map(bytes, new AreaBackend.Alloc(Populate: true), new VmMapOptions { Addr = AreaBase, Flags = PageFlags.RW });
-            WriteImage(space, AreaBase, pages);
+            WriteStamped(space, AreaBase, pages);
             using VmSnapshot snapshot = space.Snapshot();
             return configs.Select(c => MeasureResetsOn(space, snapshot, pool, pages, warmups, reps, writes, c)).ToList();
         });
@@ -376,7 +376,7 @@ internal static class SnapshotBenchmarks
         {
             using var space = new AddressSpace(new VmSpaceOptions { Size = AreaBase + ((len + 2 * MiB - 1) & ~(2 * MiB - 1)), Pool = pool });
             space.Map(len, new AreaBackend.Alloc(Populate: true), new VmMapOptions { Addr = AreaBase, Flags = PageFlags.RW });
-            WriteImage(space, AreaBase, pages);
+            WriteStamped(space, AreaBase, pages);
             space.Space.Activate();
             Samples samples = Sampler.Run(warmups, reps,
                 reset: () => space.ResetWriteWatch(area),
@@ -469,27 +469,7 @@ internal static class SnapshotBenchmarks
         }
     }
 
-    /// <summary>Page <paramref name="i"/> of the image: its index in the first 8 bytes, <see cref="Fill"/> after.</summary>
-    private static void ImagePage(ulong i, Span<byte> page)
-    {
-        page.Fill(Fill);
-        BitConverter.TryWriteBytes(page, i);
-    }
 
-    /// <summary>Writes the image into <c>[va, va + pages)</c>, 2 MiB per fallible copy.</summary>
-    private static void WriteImage(AddressSpace space, ulong va, ulong pages)
-    {
-        space.Space.Activate();
-        var buffer = new byte[ChunkPages * Page];
-        for (ulong first = 0; first < pages; first += ChunkPages)
-        {
-            ulong n = Math.Min(pages - first, ChunkPages);
-            for (ulong i = 0; i < n; i++) ImagePage(first + i, buffer.AsSpan((int)(i * Page), (int)Page));
-            VmWriter<Fallible> w = space.Space.Writer(va + first * Page, n * Page);
-            CopyResult r = w.WriteFallible(buffer.AsSpan(0, (int)(n * Page)));
-            if (!r.IsOk) throw new InvalidOperationException($"writing the image failed after {r.Bytes} bytes: {r.Error}");
-        }
-    }
 
     /// <summary>Reads every page of <c>[va, va + pages)</c> back and compares it with the image (2 MiB per fallible copy).</summary>
     private static void CheckImage(AddressSpace space, ulong va, ulong pages, string what)
@@ -505,7 +485,7 @@ internal static class SnapshotBenchmarks
             if (!res.IsOk) throw new InvalidOperationException($"{what}: reading page {first + res.Bytes / Page} failed: {res.Error}");
             for (ulong i = 0; i < n; i++)
             {
-                ImagePage(first + i, want);
+                StampedPage(first + i, want);
                 Span<byte> got = actual.AsSpan((int)(i * Page), (int)Page);
                 // The watch row writes each page's index over its first 8 bytes: the same bytes.
                 if (!got.SequenceEqual(want)) throw new InvalidOperationException($"{what}: page {first + i} does not hold the image");
