@@ -193,7 +193,7 @@ public sealed class HostileOneCallAccess
         Assert.That(taken, Is.EqualTo(host), "precondition: the disposed space's address could be taken");
         try
         {
-            Assert.That(IsPresent(host), Is.False, "precondition: the new page is not yet populated");
+            Assert.That(GuestMemory.IsHostPagePresent(host), Is.False, "precondition: the new page is not yet populated");
             var buffer = new byte[16];
             var results = new (string, bool)[]
             {
@@ -211,7 +211,7 @@ public sealed class HostileOneCallAccess
                 ("AtomicCompareExchange", space.AtomicCompareExchange(0x1000, 0UL, 1UL).IsOk),
             };
             Assert.That(results.Where(r => r.Item2).Select(r => r.Item1), Is.Empty, "every access failed");
-            Assert.That(IsPresent(host), Is.False, "no access reached the other mapping (a load or store would populate it)");
+            Assert.That(GuestMemory.IsHostPagePresent(host), Is.False, "no access reached the other mapping (a load or store would populate it)");
         }
         finally
         {
@@ -219,15 +219,6 @@ public sealed class HostileOneCallAccess
         }
     }
 
-    /// <summary>Whether the host page at <paramref name="addr"/> is present, from <c>/proc/self/pagemap</c> (bit 63).</summary>
-    private static bool IsPresent(nint addr)
-    {
-        using var pagemap = new FileStream("/proc/self/pagemap", FileMode.Open, FileAccess.Read);
-        pagemap.Seek((long)((ulong)addr / Page * 8), SeekOrigin.Begin);
-        var entry = new byte[8];
-        pagemap.ReadExactly(entry);
-        return (BitConverter.ToUInt64(entry) & (1UL << 63)) != 0;
-    }
 
     [Test, CancelAfter(30_000)]
     public void A_handler_that_disposes_the_space_fails_the_access_with_a_result()

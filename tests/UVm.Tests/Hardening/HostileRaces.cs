@@ -144,10 +144,10 @@ public sealed class HostileRaces
         Assert.That(taken, Is.EqualTo(host), "precondition: the disposed space's address could be taken");
         try
         {
-            Assert.That(IsPresent(host), Is.False, "precondition: the new page is not yet populated");
+            Assert.That(GuestMemory.IsHostPagePresent(host), Is.False, "precondition: the new page is not yet populated");
             IoResult<ulong> r = reader.ReadVal<ulong>();
             Assert.That(r.Error, Is.EqualTo(UVmError.PageFault));
-            Assert.That(IsPresent(host), Is.False, "the read did not load from the other mapping (a load would populate it)");
+            Assert.That(GuestMemory.IsHostPagePresent(host), Is.False, "the read did not load from the other mapping (a load would populate it)");
         }
         finally
         {
@@ -155,15 +155,6 @@ public sealed class HostileRaces
         }
     }
 
-    /// <summary>Whether the host page at <paramref name="addr"/> is present, from <c>/proc/self/pagemap</c> (bit 63).</summary>
-    private static bool IsPresent(nint addr)
-    {
-        using var pagemap = new FileStream("/proc/self/pagemap", FileMode.Open, FileAccess.Read);
-        pagemap.Seek((long)((ulong)addr / Page * 8), SeekOrigin.Begin);
-        var entry = new byte[8];
-        pagemap.ReadExactly(entry);
-        return (BitConverter.ToUInt64(entry) & (1UL << 63)) != 0;
-    }
 
     [Test, CancelAfter(60_000)]
     public void A_read_only_cursor_over_an_unmapped_range_blocks_nothing_outside_it()

@@ -119,6 +119,16 @@ public static class GuestMemory
     /// </remarks>
     public static MirrorReport MirrorDiffs(VmSpace space) => HostMirror.Compare(space);
 
+    /// <summary>Whether the host page at <paramref name="addr"/> is present, from <c>/proc/self/pagemap</c> (bit 63): a load or store there would have populated it.</summary>
+    public static bool IsHostPagePresent(nint addr)
+    {
+        using var pagemap = new FileStream("/proc/self/pagemap", FileMode.Open, FileAccess.Read);
+        pagemap.Seek((long)((ulong)addr / Paging.PageSize * 8), SeekOrigin.Begin);
+        var entry = new byte[8];
+        pagemap.ReadExactly(entry);
+        return (BitConverter.ToUInt64(entry) & (1UL << 63)) != 0;
+    }
+
     /// <summary>Asserts that <paramref name="space"/>'s host mirrors its page table.</summary>
     public static void AssertMirrors(VmSpace space, string? what = null)
     {
