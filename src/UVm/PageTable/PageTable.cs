@@ -38,8 +38,12 @@ internal sealed class PageTable
     /// says. Racing changes may or may not be seen; the walk never fails (nodes are managed
     /// objects, and a child that went away reads as absent).
     /// </summary>
-    internal ulong PeekLeaf(ulong va)
+    internal ulong PeekLeaf(ulong va) => PeekLeaf(va, out _);
+
+    /// <summary><see cref="PeekLeaf(ulong)"/>, and the level of the leaf (1 when there is none).</summary>
+    internal ulong PeekLeaf(ulong va, out int leafLevel)
     {
+        leafLevel = 1;
         if (va >= Size) return 0;
         PtNode node = Root;
         for (int level = Paging.NrLevels; ; level--)
@@ -47,7 +51,11 @@ internal sealed class PageTable
             int idx = Paging.Index(va, level);
             ulong pte = Volatile.Read(ref node.Ptes[idx]);
             if (!Pte.IsPresent(pte)) return 0;
-            if (Pte.IsLast(pte, level)) return pte;
+            if (Pte.IsLast(pte, level))
+            {
+                leafLevel = level;
+                return pte;
+            }
             PtNode? child = Volatile.Read(ref node.Children![idx]);
             if (child == null) return 0;
             node = child;

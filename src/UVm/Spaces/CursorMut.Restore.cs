@@ -85,13 +85,9 @@ public sealed partial class CursorMut
             snapshot.VisitRuns(start, end, (va, len, entry) =>
             {
                 _flusher.EnsureRoomForOneMore();
-                if (!Pte.IsPresent(entry)) _flusher.IssueTlbFlush(TlbFlushOp.ForUnmap(va, len));
-                else if (!Pte.IsUntracked(entry)) _flusher.IssueTlbFlush(TlbFlushOp.ForMap(va, len, _space.Pool.Fd, Pte.Paddr(entry), Pte.HostProt(entry)));
-                else
-                {
-                    (IoMem io, ulong offset) = snapshot.FindIoMem(Pte.Paddr(entry));
-                    _flusher.IssueTlbFlush(TlbFlushOp.ForMap(va, len, io.Fd, io.FileOffset + offset, Pte.HostProt(entry)));
-                }
+                // I/O memory in a span is the space's already, or was kept by RestoreFrom.
+                _flusher.IssueTlbFlush(!Pte.IsPresent(entry) ? TlbFlushOp.ForUnmap(va, len)
+                    : _space.MirrorOf(va, len, entry) ?? throw new InvalidOperationException($"the space holds no I/O memory at 0x{Pte.Paddr(entry):x}"));
             });
         }
     }

@@ -46,10 +46,7 @@ public sealed partial class CursorMut : Cursor, IFlushJournal
             {
                 PtSlot slot = _pt.Query();
                 ulong from = Math.Max(slot.Va, range.Va), to = Math.Min(slot.Va + slot.Size, end);
-                ulong paddr = Pte.Paddr(slot.Entry) + (from - slot.Va);
-                int prot = Pte.HostProt(slot.Entry);
-                if (!Pte.IsUntracked(slot.Entry)) refill.Add(TlbFlushOp.ForMap(from, to - from, _space.Pool.Fd, paddr, prot));
-                else if (_space.FindIoMemByPaddr(paddr) is { } io) refill.Add(TlbFlushOp.ForMap(from, to - from, io.Io.Fd, io.Io.FileOffset + io.Offset, prot));
+                if (_space.MirrorOf(slot, from, to - from) is { } op) refill.Add(op);
                 if (to >= end) break;
                 _pt.MoveForward();
             }

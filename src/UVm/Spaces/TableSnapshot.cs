@@ -57,14 +57,8 @@ internal sealed class TableSnapshot : IDisposable
     /// <summary>The leaf entry covering <paramref name="va"/> (0 when none) and its level.</summary>
     internal (ulong Entry, int Level) PeekLeaf(ulong va)
     {
-        PtNode node = _table.Root;
-        for (int level = Paging.NrLevels; ; level--)
-        {
-            ulong pte = node.Ptes[Paging.Index(va, level)];
-            if (!Pte.IsPresent(pte)) return (0, 1);
-            if (Pte.IsLast(pte, level)) return (pte, level);
-            node = node.Children![Paging.Index(va, level)]!;
-        }
+        ulong entry = _table.PeekLeaf(va, out int level);
+        return (entry, level);
     }
 
     /// <summary>The I/O memory region of the snapshot that holds <paramref name="paddr"/>, and the offset in it.</summary>

@@ -276,12 +276,7 @@ public sealed partial class VmSpace : IFaultResolver
             PtSlot slot = cursor.Query();
             info = info with { Kind = Classify(slot.Entry, info.Access) };
             if (!slot.IsMapped || info.Kind == PageFaultKind.Protection) return false;
-            ulong paddr = Pte.Paddr(slot.Entry) + (page - slot.Va);
-            int prot = Pte.HostProt(slot.Entry);
-            TlbFlushOp op;
-            if (!Pte.IsUntracked(slot.Entry)) op = TlbFlushOp.ForMap(page, Paging.PageSize, Pool.Fd, paddr, prot);
-            else if (FindIoMemByPaddr(paddr) is { } io) op = TlbFlushOp.ForMap(page, Paging.PageSize, io.Io.Fd, io.Io.FileOffset + io.Offset, prot);
-            else return false;
+            if (MirrorOf(slot, page, Paging.PageSize) is not { } op) return false;
             try
             {
                 flusher.EnsureRoomForOneMore();

@@ -101,11 +101,8 @@ public sealed partial class VmSpace
             while (cursor.Va < Size && cursor.FindNext(Size - cursor.Va) is not null)
             {
                 PtSlot slot = cursor.Query();
-                ulong paddr = Pte.Paddr(slot.Entry);
-                int prot = Pte.HostProt(slot.Entry);
                 flusher.EnsureRoomForOneMore();
-                if (!Pte.IsUntracked(slot.Entry)) flusher.IssueTlbFlush(TlbFlushOp.ForMap(slot.Va, slot.Size, Pool.Fd, paddr, prot));
-                else if (FindIoMemByPaddr(paddr) is { } io) flusher.IssueTlbFlush(TlbFlushOp.ForMap(slot.Va, slot.Size, io.Io.Fd, io.Io.FileOffset + io.Offset, prot));
+                if (MirrorOf(slot.Va, slot.Size, slot.Entry) is { } op) flusher.IssueTlbFlush(op);
                 cursor.MoveForward();
             }
             flusher.DispatchTlbFlush();
@@ -142,17 +139,10 @@ public sealed partial class VmSpace
             // Everything that can refuse comes first: a refusal must leave no trace of this leaf.
             _childFlusher?.EnsureRoomForOneMore();
             if (before != after) _parentFlusher.EnsureRoomForOneMore();
-            ulong paddr = Pte.Paddr(after);
-            int prot = Pte.HostProt(after);
-            if (Pte.IsUntracked(after))
-            {
-                if (_childFlusher != null && _parent.FindIoMemByPaddr(paddr) is { } io)
-                    _childFlusher.IssueTlbFlush(TlbFlushOp.ForMap(va, size, io.Io.Fd, io.Io.FileOffset + io.Offset, prot));
-                return;
-            }
-            _parent.Pool.AddRef(paddr);
-            _childFlusher?.IssueTlbFlush(TlbFlushOp.ForMap(va, size, _parent.Pool.Fd, paddr, prot));
-            if (before != after) _parentFlusher.IssueTlbFlush(TlbFlushOp.ForProtect(va, size, prot));
+            if (!Pte.IsUntracked(after)) _parent.Pool.AddRef(Pte.Paddr(after));
+            // The child holds the parent's I/O regions: the parent's lookup serves it.
+            if (_childFlusher != null && _parent.MirrorOf(va, size, after) is { } map) _childFlusher.IssueTlbFlush(map);
+            if (before != after) _parentFlusher.IssueTlbFlush(TlbFlushOp.ForProtect(va, size, Pte.HostProt(after)));
         }
 
         internal void DiscardParent() => _parentFlusher.Discard();

@@ -44,7 +44,7 @@ public sealed partial class VmSpace
             try
             {
                 foreach (IoMem io in snapshot.IoMems) space.KeepIoMem(io);
-                var visitor = new SnapshotMirror(space, snapshot);
+                var visitor = new SnapshotMirror(space);
                 PtFork.CopyFrozen(snapshot.Table, space._pt, visitor);
                 visitor.Dispatch();
                 space._pt.Changes = new PtChangeLog { Baseline = snapshot };
@@ -113,23 +113,17 @@ public sealed partial class VmSpace
     }
 
     /// <summary>Queues a new space's mappings of a snapshot's leaves, taking a reference on each tracked frame.</summary>
-    private sealed class SnapshotMirror(VmSpace space, TableSnapshot snapshot) : IForkVisitor
+    private sealed class SnapshotMirror(VmSpace space) : IForkVisitor
     {
         private readonly TlbFlusher _flusher = space.NewFlusher();
 
         public void Leaf(ulong va, ulong size, ulong before, ulong after)
         {
             _flusher.EnsureRoomForOneMore();
-            ulong paddr = Pte.Paddr(after);
-            int prot = Pte.HostProt(after);
-            if (Pte.IsUntracked(after))
-            {
-                (IoMem io, ulong offset) = snapshot.FindIoMem(paddr);
-                _flusher.IssueTlbFlush(TlbFlushOp.ForMap(va, size, io.Fd, io.FileOffset + offset, prot));
-                return;
-            }
-            space.Pool.AddRef(paddr);
-            _flusher.IssueTlbFlush(TlbFlushOp.ForMap(va, size, space.Pool.Fd, paddr, prot));
+            // The new space keeps the snapshot's I/O regions before the copy, so it finds them all.
+            TlbFlushOp map = space.MirrorOf(va, size, after) ?? throw new InvalidOperationException($"no I/O memory of the snapshot holds 0x{Pte.Paddr(after):x}");
+            if (!Pte.IsUntracked(after)) space.Pool.AddRef(Pte.Paddr(after));
+            _flusher.IssueTlbFlush(map);
         }
 
         internal void Dispatch() => _flusher.DispatchTlbFlush();

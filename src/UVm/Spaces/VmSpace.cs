@@ -224,6 +224,23 @@ public sealed partial class VmSpace : IDisposable
         return null;
     }
 
+    /// <summary>
+    /// The host mapping that mirrors leaf <paramref name="entry"/> over <c>[va, va + length)</c>,
+    /// the entry's address being the frame at <paramref name="va"/>: a map of the pool's memfd, or
+    /// of the I/O memory file; null for I/O memory this space does not hold.
+    /// </summary>
+    internal TlbFlushOp? MirrorOf(ulong va, ulong length, ulong entry)
+    {
+        ulong paddr = Pte.Paddr(entry);
+        int prot = Pte.HostProt(entry);
+        if (!Pte.IsUntracked(entry)) return TlbFlushOp.ForMap(va, length, Pool.Fd, paddr, prot);
+        return FindIoMemByPaddr(paddr) is { } io ? TlbFlushOp.ForMap(va, length, io.Io.Fd, io.Io.FileOffset + io.Offset, prot) : null;
+    }
+
+    /// <summary>The host mapping that mirrors the part <c>[va, va + length)</c> of <paramref name="slot"/> (see <see cref="MirrorOf(ulong, ulong, ulong)"/>).</summary>
+    internal TlbFlushOp? MirrorOf(in PtSlot slot, ulong va, ulong length) =>
+        MirrorOf(va, length, (slot.Entry & ~Pte.AddrMask) | (Pte.Paddr(slot.Entry) + (va - slot.Va)));
+
     internal void KeepIoMem(IoMem io)
     {
         lock (_ioMems)
