@@ -28,6 +28,9 @@ byte[] code = GuestLayout.Program();
 GuestLayout.Build(space, code);
 var guest = VaddrRange.FromLength(GuestLayout.Code, GuestLayout.StackTop - GuestLayout.Code); // every area of the guest
 byte[] heapBefore = ReadAll(space, GuestLayout.Heap, GuestLayout.HeapPages * Page);
+// The watch starts before the snapshot: a watched space sees every first write (it makes its
+// copies itself, not the host), so the snapshot is taken in that mode from the start.
+space.ResetWriteWatch(guest);
 VmSnapshot snapshot = space.Snapshot();
 Console.WriteLine($"UVm snapshot fuzz: a byte-code guest of {code.Length} bytes in a read-only area at 0x{GuestLayout.Code:x}, " +
     $"a heap of {GuestLayout.HeapPages} pages at 0x{GuestLayout.Heap:x}, a stack of {GuestLayout.StackPages} pages at 0x{GuestLayout.Stack:x}.");
@@ -41,7 +44,6 @@ int halted = 0, wildStores = 0, codeWrites = 0, otherEnds = 0, unpredicted = 0, 
 long dirtyTotal = 0, comparedTotal = 0, guestTicks = 0, resetTicks = 0, watchTicks = 0;
 int dirtyMin = int.MaxValue, dirtyMax = 0, comparedMax = 0;
 var shown = new List<string>();
-space.ResetWriteWatch(guest);
 var clock = Stopwatch.StartNew();
 for (int run = 0; run < runs; run++)
 {

@@ -28,6 +28,9 @@ public sealed partial class AddressSpace
         _lock.EnterWriteLock();
         try
         {
+            // The watch must see every first write: no more host copies in this space, and the
+            // ones it holds become frames (their contents unchanged).
+            Space.DissolveHostCopies(stop: true);
             // Write access goes first, as one batch: refused, every page keeps its rights and the
             // watch its old state, in which a page with W is unwatched or already written.
             using (CursorMut c = Space.CursorMut(range))

@@ -54,8 +54,9 @@ internal static class CopyOnWrite
                     if (va != page && owner.IsWatchedUnwritten(va)) continue; // its first write must fault
                     try
                     {
-                        // The last reference gets write access, no copy; else a frame for the copy.
-                        OwnedFrame? copy = space.Pool.ReferenceCountOf(slot.Paddr) == 1 ? null : owner.Chunks.AllocFor(va, willOverwrite: true);
+                        // The last reference gets write access, no copy; so does a host copy (the host copies
+                        // it, and its contents may be the arena's already); else a frame for the copy.
+                        OwnedFrame? copy = slot.IsHostCopy || space.Pool.ReferenceCountOf(slot.Paddr) == 1 ? null : owner.Chunks.AllocFor(va, willOverwrite: true);
                         pages.Add(new WindowPage(va, slot.Paddr, copy));
                     }
                     catch (UVmException e) when ((e.Error is UVmError.NoMemory or UVmError.HostMappingLimit) && va != page)

@@ -215,6 +215,9 @@ public sealed unsafe partial class FramePool : IDisposable
     /// <summary>Pointer into the linear map for <paramref name="paddr"/>.</summary>
     internal byte* LinearAddress(ulong paddr) => _linear + paddr;
 
+    /// <summary><see cref="LinearAddress"/> as an address, for callers that hand it to the host.</summary>
+    internal nint LinearPointer(ulong paddr) => (nint)(_linear + paddr);
+
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private ref int RefSlot(ulong paddr)
     {

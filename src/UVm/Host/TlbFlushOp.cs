@@ -4,7 +4,7 @@ namespace UVm.Host;
 /// <summary>The kind of host-MMU update a <see cref="TlbFlushOp"/> makes.</summary>
 public enum TlbFlushOpKind
 {
-    /// <summary>Install frames: <c>mmap(MAP_SHARED|MAP_FIXED)</c> of the backing file.</summary>
+    /// <summary>Install frames: <c>mmap(MAP_SHARED|MAP_FIXED)</c> of the backing file (<c>MAP_PRIVATE</c> for host copies).</summary>
     Map,
     /// <summary>Return a range to the reserved state: <c>mmap(PROT_NONE, MAP_PRIVATE|MAP_ANONYMOUS|MAP_FIXED|MAP_NORESERVE)</c>.</summary>
     Unmap,
@@ -19,9 +19,10 @@ public enum TlbFlushOpKind
 /// </summary>
 public readonly struct TlbFlushOp
 {
-    private TlbFlushOp(TlbFlushOpKind kind, ulong va, ulong length, int prot, int fd, ulong offset, bool populate = false)
+    private TlbFlushOp(TlbFlushOpKind kind, ulong va, ulong length, int prot, int fd, ulong offset, bool populate = false, bool hostCopy = false)
     {
         Populate = populate;
+        HostCopy = hostCopy;
         Kind = kind;
         Va = va;
         Length = length;
@@ -45,11 +46,14 @@ public readonly struct TlbFlushOp
     /// <summary>Whether a map also populates the host page tables (<c>MAP_POPULATE</c>), so first accesses do not fault.</summary>
     public bool Populate { get; }
 
+    /// <summary>Whether a map is private (<c>MAP_PRIVATE</c>): the host copies each page on its first write (a host copy).</summary>
+    public bool HostCopy { get; }
+
     internal int Fd { get; }
     internal ulong Offset { get; }
 
-    internal static TlbFlushOp ForMap(ulong va, ulong length, int fd, ulong offset, int prot, bool populate = false) =>
-        new(TlbFlushOpKind.Map, va, length, prot, fd, offset, populate);
+    internal static TlbFlushOp ForMap(ulong va, ulong length, int fd, ulong offset, int prot, bool populate = false, bool hostCopy = false) =>
+        new(TlbFlushOpKind.Map, va, length, prot, fd, offset, populate, hostCopy);
 
     internal static TlbFlushOp ForUnmap(ulong va, ulong length) =>
         new(TlbFlushOpKind.Unmap, va, length, Libc.PROT_NONE, -1, 0);
@@ -63,12 +67,12 @@ public readonly struct TlbFlushOp
     /// </summary>
     internal bool TryExtend(in TlbFlushOp next, out TlbFlushOp merged)
     {
-        bool continues = next.Kind == Kind && next.Va == Va + Length && next.Prot == Prot && next.Populate == Populate
+        bool continues = next.Kind == Kind && next.Va == Va + Length && next.Prot == Prot && next.Populate == Populate && next.HostCopy == HostCopy
             && (Kind != TlbFlushOpKind.Map || (next.Fd == Fd && next.Offset == Offset + Length));
-        merged = continues ? new TlbFlushOp(Kind, Va, Length + next.Length, Prot, Fd, Offset, Populate) : default;
+        merged = continues ? new TlbFlushOp(Kind, Va, Length + next.Length, Prot, Fd, Offset, Populate, HostCopy) : default;
         return continues;
     }
 
     /// <inheritdoc/>
-    public override string ToString() => $"{Kind} [0x{Va:x}, +0x{Length:x}) prot={Prot}";
+    public override string ToString() => $"{Kind} [0x{Va:x}, +0x{Length:x}) prot={Prot}{(HostCopy ? " private" : "")}";
 }

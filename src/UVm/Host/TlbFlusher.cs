@@ -136,6 +136,20 @@ public sealed class TlbFlusher
             Journal?.Commit();
             return;
         }
+        if (Journal != null && _ops.Count > 0)
+        {
+            try
+            {
+                Journal.Preserve(_ops);
+            }
+            catch (Exception refusal) when (refusal is UVmException or InvalidOperationException)
+            {
+                // Nothing reached the host: the table goes back, the host stays as it is.
+                Journal.Undo([]);
+                ForgetBatch();
+                throw;
+            }
+        }
         int done = 0;
         try
         {
@@ -189,6 +203,7 @@ public sealed class TlbFlusher
                     applied++;
                 }
             }
+            if (consistent) Journal.Refilled();
         }
         _budget.Applied(applied);
         if (!consistent)
@@ -229,7 +244,7 @@ public sealed class TlbFlusher
             case TlbFlushOpKind.Map:
                 _stats.CountMmap();
                 HostCall.CheckMap(Libc.Mmap(addr, (nuint)op.Length, op.Prot,
-                    Libc.MAP_SHARED | Libc.MAP_FIXED | (op.Populate ? Libc.MAP_POPULATE : 0), op.Fd, (long)op.Offset), "mmap of frames");
+                    (op.HostCopy ? Libc.MAP_PRIVATE : Libc.MAP_SHARED) | Libc.MAP_FIXED | (op.Populate ? Libc.MAP_POPULATE : 0), op.Fd, (long)op.Offset), "mmap of frames");
                 break;
             case TlbFlushOpKind.Unmap:
                 _stats.CountMmap();
@@ -250,6 +265,16 @@ public sealed class TlbFlusher
 /// </summary>
 internal interface IFlushJournal
 {
+    /// <summary>
+    /// The batch <paramref name="batch"/> is about to reach the host: keep what it may destroy
+    /// that the table cannot give back if it is refused (the contents of host copies).
+    /// Throwing refuses the batch before any of it reaches the host.
+    /// </summary>
+    void Preserve(List<TlbFlushOp> batch);
+
+    /// <summary>A refused batch's ranges were refilled from the restored table: put back what <see cref="Preserve"/> kept.</summary>
+    void Refilled();
+
     /// <summary>The batch reached the host: forget it.</summary>
     void Commit();
 

@@ -12,6 +12,7 @@ internal enum HostCallSite
     Fallocate,
     Pwritev,
     Dup,
+    PagemapScan,
 }
 
 /// <summary>

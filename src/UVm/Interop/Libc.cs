@@ -43,6 +43,26 @@ internal static unsafe partial class Libc
     [LibraryImport(Lib, EntryPoint = "pwritev", SetLastError = true)]
     private static partial nint SysPwritev(int fd, IoVec* iov, int iovcnt, long offset);
 
+    [LibraryImport(Lib, EntryPoint = "ioctl", SetLastError = true)]
+    private static partial nint SysIoctl(int fd, nuint request, void* arg);
+
+    [LibraryImport(Lib, EntryPoint = "syscall", SetLastError = true)]
+    private static partial nint SysSyscall(nint number, nint a1, nint a2, nint a3, nint a4, nint a5);
+
+    [LibraryImport(Lib, EntryPoint = "pread", SetLastError = true)]
+    internal static partial nint Pread(int fd, void* buf, nuint count, long offset);
+
+    [LibraryImport(Lib, EntryPoint = "pwrite", SetLastError = true)]
+    internal static partial nint Pwrite(int fd, void* buf, nuint count, long offset);
+
+    [LibraryImport(Lib, EntryPoint = "open", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    internal static partial int Open(string path, int flags);
+
+    internal const int O_CLOEXEC = 0x80000;
+    private const nint SYS_pidfd_open = 434, SYS_process_madvise = 440;
+    /// <summary><c>PAGEMAP_SCAN</c>: <c>_IOWR('f', 16, struct pm_scan_arg)</c> (Linux 6.7).</summary>
+    internal const nuint PAGEMAP_SCAN = 0xC0606610;
+
     // The calls below are the ones UVm makes; each goes through the refusal seam
     // (HostRefusal) first, so tests can make any call site fail exactly as the host would.
 
@@ -72,6 +92,30 @@ internal static unsafe partial class Libc
 
     internal static int Dup(int fd) =>
         HostRefusal.Refuses(HostCallSite.Dup) ? -1 : SysDup(fd);
+
+    internal static nint PagemapScan(int pagemapFd, PmScanArg* arg) =>
+        HostRefusal.Refuses(HostCallSite.PagemapScan) ? -1 : SysIoctl(pagemapFd, PAGEMAP_SCAN, arg);
+
+    internal static nint ProcessMadvise(int pidfd, IoVec* iov, int count, int advice) =>
+        HostRefusal.Refuses(HostCallSite.Madvise) ? -1 : SysSyscall(SYS_process_madvise, pidfd, (nint)iov, count, advice, 0);
+
+    internal static int PidfdOpen(int pid) => (int)SysSyscall(SYS_pidfd_open, pid, 0, 0, 0, 0);
+
+    /// <summary><c>struct pm_scan_arg</c> of <c>PAGEMAP_SCAN</c> (96 bytes).</summary>
+    [StructLayout(LayoutKind.Sequential)]
+    internal struct PmScanArg
+    {
+        public ulong Size, Flags, Start, End, WalkEnd, Vec, VecLen, MaxPages, CategoryInverted, CategoryMask, CategoryAnyofMask, ReturnMask;
+    }
+
+    /// <summary><c>struct page_region</c>: one run of pages <c>PAGEMAP_SCAN</c> found.</summary>
+    [StructLayout(LayoutKind.Sequential)]
+    internal struct PageRegion
+    {
+        public ulong Start, End, Categories;
+    }
+
+    internal const ulong PAGE_IS_FILE = 1 << 2, PAGE_IS_PRESENT = 1 << 3, PAGE_IS_SWAPPED = 1 << 4;
 
     internal const int F_GETFL = 3, O_ACCMODE = 3, O_RDONLY = 0, O_WRONLY = 1, O_RDWR = 2;
 

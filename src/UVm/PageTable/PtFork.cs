@@ -10,7 +10,7 @@ internal interface IForkVisitor
     /// <param name="va">Start of the slot.</param>
     /// <param name="size">Size of the slot.</param>
     /// <param name="before">The parent's entry before the fork.</param>
-    /// <param name="after">The entry both spaces hold after it (write access removed from tracked frames).</param>
+    /// <param name="after">The entry both spaces hold after it (write access removed from tracked frames, or a host copy made of them).</param>
     void Leaf(ulong va, ulong size, ulong before, ulong after);
 }
 
@@ -27,11 +27,14 @@ internal static class PtFork
     /// locked while copied; the child table is not yet shared with anybody and needs no lock.
     /// </summary>
     /// <remarks>
-    /// If the visitor throws, the parent's entries already write-protected get their old value
-    /// back before the exception goes on (the cursor's guard still shuts everyone else out), so
-    /// the parent's table is as before; the child table is left half-built for the caller to drop.
+    /// With <paramref name="hostCopies"/> (a snapshot of a space that uses host copies) a
+    /// writable tracked leaf keeps W and becomes a host copy in both tables instead of losing W.
+    /// The parent holds no host copy when this is called. If the visitor throws, the parent's
+    /// entries already changed get their old value back before the exception goes on (the
+    /// cursor's guard still shuts everyone else out), so the parent's table is as before; the
+    /// child table is left half-built for the caller to drop.
     /// </remarks>
-    internal static void CopyOnWrite(PtCursor parent, PageTable child, IForkVisitor visitor)
+    internal static void CopyOnWrite(PtCursor parent, PageTable child, IForkVisitor visitor, bool hostCopies = false)
     {
         System.Diagnostics.Debug.Assert(parent.BarrierStart == 0 && parent.Va == 0);
         int guardLevel = parent.GuardLevel;
@@ -45,14 +48,15 @@ internal static class PtFork
         var writeProtected = new List<(PtNode Node, ulong[] Mask)>();
         try
         {
-            CopyNode(parent.GuardNode, dst, guardLevel, 0, child, visitor, writeProtected, lockSource: true);
+            CopyNode(parent.GuardNode, dst, guardLevel, 0, child, visitor, writeProtected, lockSource: true, hostCopies ? Share.HostCopy : Share.WriteProtect);
         }
         catch
         {
+            // Every entry changed had W and was no host copy.
             foreach ((PtNode node, ulong[] mask) in writeProtected)
             {
                 for (int i = 0; i < Paging.EntriesPerNode; i++)
-                    if ((mask[i >> 6] & (1UL << (i & 63))) != 0) node.Ptes[i] |= Pte.Writable;
+                    if ((mask[i >> 6] & (1UL << (i & 63))) != 0) node.Ptes[i] = (node.Ptes[i] | Pte.Writable) & ~Pte.HostCopy;
             }
             throw;
         }
@@ -63,21 +67,51 @@ internal static class PtFork
     /// snapshot's), into the empty table <paramref name="child"/>, without taking its locks: its
     /// tracked leaves already lack write access, so nothing in it changes either.
     /// </summary>
-    /// <remarks>If the visitor throws, the child table is left half-built for the caller to drop.</remarks>
-    internal static void CopyFrozen(PageTable frozen, PageTable child, IForkVisitor visitor)
+    /// <remarks>
+    /// Without <paramref name="hostCopies"/> the frozen table's host copies become ordinary
+    /// copy-on-write leaves (no W) in the child. If the visitor throws, the child table is left
+    /// half-built for the caller to drop.
+    /// </remarks>
+    internal static void CopyFrozen(PageTable frozen, PageTable child, IForkVisitor visitor, bool hostCopies)
     {
         System.Diagnostics.Debug.Assert(frozen.Size == child.Size && child.Root.ValidCount == 0);
-        CopyNode(frozen.Root, child.Root, Paging.NrLevels, 0, child, visitor, new List<(PtNode, ulong[])>(), lockSource: false);
+        CopyNode(frozen.Root, child.Root, Paging.NrLevels, 0, child, visitor, new List<(PtNode, ulong[])>(), lockSource: false,
+            hostCopies ? Share.Frozen : Share.FrozenWithoutHostCopies);
+    }
+
+    /// <summary>What a copy makes of a tracked leaf.</summary>
+    private enum Share
+    {
+        /// <summary>A fork's: W removed in both tables.</summary>
+        WriteProtect,
+        /// <summary>A snapshot's of a space with host copies: a writable leaf becomes a host copy, W kept.</summary>
+        HostCopy,
+        /// <summary>From a frozen table, as it is.</summary>
+        Frozen,
+        /// <summary>From a frozen table, its host copies made ordinary copy-on-write leaves.</summary>
+        FrozenWithoutHostCopies,
+    }
+
+    private static ulong Shared(ulong pte, Share share)
+    {
+        if (Pte.IsUntracked(pte)) return pte;
+        return share switch
+        {
+            Share.WriteProtect => pte & ~Pte.Writable,
+            Share.HostCopy => (pte & Pte.Writable) != 0 ? pte | Pte.HostCopy : pte,
+            Share.Frozen => pte,
+            _ => Pte.IsHostCopy(pte) ? pte & ~(Pte.HostCopy | Pte.Writable) : pte,
+        };
     }
 
     private static void CopyNode(PtNode src, PtNode dst, int level, ulong vaBase, PageTable child, IForkVisitor visitor,
-        List<(PtNode, ulong[])> writeProtected, bool lockSource)
+        List<(PtNode, ulong[])> writeProtected, bool lockSource, Share share)
     {
         ulong size = Paging.SizeAt(level);
         ulong[]? mask = null; // entries of src this call write-protected, to undo a refused fork
         try
         {
-            CopyEntries(src, dst, level, vaBase, size, child, visitor, writeProtected, lockSource, ref mask);
+            CopyEntries(src, dst, level, vaBase, size, child, visitor, writeProtected, lockSource, share, ref mask);
         }
         finally
         {
@@ -86,7 +120,7 @@ internal static class PtFork
     }
 
     private static void CopyEntries(PtNode src, PtNode dst, int level, ulong vaBase, ulong size, PageTable child, IForkVisitor visitor,
-        List<(PtNode, ulong[])> writeProtected, bool lockSource, ref ulong[]? mask)
+        List<(PtNode, ulong[])> writeProtected, bool lockSource, Share share, ref ulong[]? mask)
     {
         for (int i = 0; i < Paging.EntriesPerNode; i++)
         {
@@ -102,7 +136,7 @@ internal static class PtFork
                     if (srcChild.ValidCount == 0) continue;
                     PtNode dstChild = child.NewNode(level - 1);
                     dst.SetChild(i, dstChild);
-                    CopyNode(srcChild, dstChild, level - 1, va, child, visitor, writeProtected, lockSource);
+                    CopyNode(srcChild, dstChild, level - 1, va, child, visitor, writeProtected, lockSource, share);
                 }
                 finally
                 {
@@ -110,11 +144,11 @@ internal static class PtFork
                 }
                 continue;
             }
-            ulong shared = Pte.IsUntracked(pte) ? pte : pte & ~Pte.Writable;
+            System.Diagnostics.Debug.Assert(!lockSource || !Pte.IsHostCopy(pte), "host copies are dissolved before a fork or a snapshot");
+            ulong shared = Shared(pte, share);
             visitor.Leaf(va, size, pte, shared);
-            if (shared != pte)
+            if (shared != pte && lockSource)
             {
-                System.Diagnostics.Debug.Assert(lockSource, "a frozen table's tracked leaves lack write access already");
                 (mask ??= new ulong[Paging.EntriesPerNode / 64])[i >> 6] |= 1UL << (i & 63);
                 src.Ptes[i] = shared;
             }

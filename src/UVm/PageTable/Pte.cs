@@ -7,8 +7,8 @@ namespace UVm.PageTable;
 /// Encoding of a 64-bit page-table entry, x86-64 shaped:
 /// bit 0 present, 1 writable, 2 user, 5 accessed, 6 dirty, 7 huge (a leaf above level 1),
 /// 8 global, 9 untracked (privileged AVAIL1), 10 readable (software: x86 has no R bit),
-/// 11 and 52 the user's AVAIL1/AVAIL2, 59..61 cache policy, 63 no-execute, 12..51 the
-/// physical address. An entry of a level above 1 that is present and not huge points to a
+/// 11 and 52 the user's AVAIL1/AVAIL2, 53 host copy (software), 59..61 cache policy, 63
+/// no-execute, 12..51 the physical address. An entry of a level above 1 that is present and not huge points to a
 /// child node.
 /// </summary>
 internal static class Pte
@@ -17,6 +17,14 @@ internal static class Pte
     internal const ulong Accessed = 1UL << 5, Dirty = 1UL << 6, Huge = 1UL << 7, Global = 1UL << 8;
     internal const ulong Untracked = 1UL << 9, Readable = 1UL << 10, Avail1 = 1UL << 11, Avail2 = 1UL << 52;
     internal const ulong NoExec = 1UL << 63;
+
+    /// <summary>
+    /// A host copy: the leaf's tracked frame is shared (with a snapshot) and the host maps it
+    /// <c>MAP_PRIVATE</c> with the entry's rights, so the host itself copies the page on its first
+    /// write; from then on the arena's anonymous page, not the frame, holds the contents. Only
+    /// the snapshot paths make such entries (see <c>VmSpace.UsesHostCopies</c>).
+    /// </summary>
+    internal const ulong HostCopy = 1UL << 53;
     internal const ulong AddrMask = 0x000F_FFFF_FFFF_F000UL;
     private const int CacheShift = 59;
 
@@ -32,6 +40,9 @@ internal static class Pte
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal static bool IsUntracked(ulong pte) => (pte & Untracked) != 0;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static bool IsHostCopy(ulong pte) => (pte & HostCopy) != 0;
 
     /// <summary>A leaf entry mapping <paramref name="paddr"/> with <paramref name="prop"/>.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -88,10 +99,10 @@ internal static class Pte
         | ((pte & Writable) != 0 ? Libc.PROT_WRITE : 0)
         | ((pte & NoExec) == 0 ? Libc.PROT_EXEC : 0);
 
-    /// <summary>Replaces the property bits of a leaf entry, keeping its address, huge and untracked bits.</summary>
+    /// <summary>Replaces the property bits of a leaf entry, keeping its address, huge, untracked and host-copy bits.</summary>
     internal static ulong WithProp(ulong pte, PageProperty prop)
     {
-        const ulong keep = Present | AddrMask | Huge | Untracked;
+        const ulong keep = Present | AddrMask | Huge | Untracked | HostCopy;
         ulong bits = FromProp(prop) & ~Untracked;
         return (pte & keep) | bits;
     }

@@ -30,7 +30,8 @@ public sealed partial class CursorMut
     {
         _pt.Jump(va);
         PtSlot current = _pt.Query();
-        (ulong want, int level) = snapshot.PeekLeaf(va);
+        (ulong frozen, int level) = snapshot.PeekLeaf(va);
+        ulong want = _space.Adapt(frozen);
         if (current.IsMapped && current.Entry == want && current.Level == level) return (new VaddrRange(current.Va, current.Va + current.Size), false);
         if (!Pte.IsPresent(want))
         {
@@ -87,7 +88,7 @@ public sealed partial class CursorMut
                 _flusher.EnsureRoomForOneMore();
                 // I/O memory in a span is the space's already, or was kept by RestoreFrom.
                 _flusher.IssueTlbFlush(!Pte.IsPresent(entry) ? TlbFlushOp.ForUnmap(va, len)
-                    : _space.MirrorOf(va, len, entry) ?? throw new InvalidOperationException($"the space holds no I/O memory at 0x{Pte.Paddr(entry):x}"));
+                    : _space.MirrorOf(va, len, _space.Adapt(entry)) ?? throw new InvalidOperationException($"the space holds no I/O memory at 0x{Pte.Paddr(entry):x}"));
             });
         }
     }

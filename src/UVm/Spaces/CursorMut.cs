@@ -31,7 +31,11 @@ public sealed partial class CursorMut : Cursor, IFlushJournal
         flusher.Journal = this;
     }
 
-    void IFlushJournal.Commit() => _pt.CommitJournal();
+    void IFlushJournal.Commit()
+    {
+        _pt.CommitJournal();
+        _kept = null;
+    }
 
     List<TlbFlushOp> IFlushJournal.Undo(List<TlbFlushOp> reset)
     {

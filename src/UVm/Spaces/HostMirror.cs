@@ -169,9 +169,10 @@ public static class HostMirror
         {
             FramePool pool = space.Pool;
             bool inPool = pool.Owns(paddr) && slot.Size <= pool.Capacity - paddr;
+            bool shared = !Pte.IsHostCopy(slot.Entry); // a host copy is a private mapping of its frame
             runs.Add(new Run(slot.Va, end, inPool
-                ? new MirrorMapping(MirrorMappingKind.File, rights, true, HostFileId.FromStat(pool.FileIdentity), paddr, paddr)
-                : new MirrorMapping(MirrorMappingKind.Unresolved, rights, true, null, 0, paddr)));
+                ? new MirrorMapping(MirrorMappingKind.File, rights, shared, HostFileId.FromStat(pool.FileIdentity), paddr, paddr)
+                : new MirrorMapping(MirrorMappingKind.Unresolved, rights, shared, null, 0, paddr)));
             return;
         }
         // Untracked: the region holding each part of the slot. The lookup's answer is checked,

@@ -90,7 +90,7 @@ public readonly record struct HostFileId(uint Major, uint Minor, ulong Inode)
 /// <param name="Kind">What is there.</param>
 /// <param name="Rights">The rights: only <see cref="PageFlags.R"/>, <see cref="PageFlags.W"/> and <see cref="PageFlags.X"/>.
 /// On the page table's side those the host must give (the entry's R/W/X).</param>
-/// <param name="Shared">Whether the mapping is shared (<c>MAP_SHARED</c>, the <c>s</c> of <c>/proc/self/maps</c>); every mapping the table asks for is.</param>
+/// <param name="Shared">Whether the mapping is shared (<c>MAP_SHARED</c>, the <c>s</c> of <c>/proc/self/maps</c>); every mapping the table asks for is, but a host copy's (<c>MAP_PRIVATE</c>: the host copies the page on its first write).</param>
 /// <param name="File">The mapped file for <see cref="MirrorMappingKind.File"/>; null otherwise.</param>
 /// <param name="Offset">Offset in <see cref="File"/> of the range's first byte; 0 unless <see cref="File"/> is set.</param>
 /// <param name="Paddr">The physical address of the range's first byte. On the page table's side the entry's.

@@ -13,7 +13,8 @@ namespace UVm.Spaces;
 /// <param name="IsTracked">Whether it maps a reference-counted frame of the pool (false for I/O memory and holes).</param>
 /// <param name="Paddr">The physical address mapped at <see cref="Va"/> (0 for a hole).</param>
 /// <param name="Prop">Rights, cache policy and privileged bits (default for a hole).</param>
-internal readonly record struct PageSlot(ulong Va, ulong Size, bool IsMapped, bool IsTracked, ulong Paddr, PageProperty Prop)
+/// <param name="IsHostCopy">Whether the frame is shared with a snapshot and the host copies the page on its first write (a host copy).</param>
+internal readonly record struct PageSlot(ulong Va, ulong Size, bool IsMapped, bool IsTracked, ulong Paddr, PageProperty Prop, bool IsHostCopy = false)
 {
     /// <summary>The slot's access rights (R, W, X).</summary>
     internal PageFlags Rights => Prop.Flags & PageFlags.RWX;
@@ -25,6 +26,6 @@ internal readonly record struct PageSlot(ulong Va, ulong Size, bool IsMapped, bo
     internal ulong End => Va + Size;
 
     internal static PageSlot Of(in PtSlot slot) => slot.IsMapped
-        ? new PageSlot(slot.Va, slot.Size, true, !Pte.IsUntracked(slot.Entry), Pte.Paddr(slot.Entry), Pte.ToProp(slot.Entry))
+        ? new PageSlot(slot.Va, slot.Size, true, !Pte.IsUntracked(slot.Entry), Pte.Paddr(slot.Entry), Pte.ToProp(slot.Entry), Pte.IsHostCopy(slot.Entry))
         : new PageSlot(slot.Va, slot.Size, false, false, 0, default);
 }

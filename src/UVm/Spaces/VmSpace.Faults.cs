@@ -279,6 +279,8 @@ public sealed partial class VmSpace : IFaultResolver
             if (MirrorOf(slot, page, Paging.PageSize) is not { } op) return false;
             try
             {
+                // A page the host copied keeps its copy: only its rights are given back.
+                if (Pte.IsHostCopy(slot.Entry) && IsHostCopied(page)) op = TlbFlushOp.ForProtect(page, Paging.PageSize, Pte.HostProt(slot.Entry));
                 flusher.EnsureRoomForOneMore();
                 flusher.IssueTlbFlush(op);
                 flusher.DispatchTlbFlush();
@@ -293,5 +295,13 @@ public sealed partial class VmSpace : IFaultResolver
         {
             cursor.Release();
         }
+    }
+
+    /// <summary>Whether the host copied the page at <paramref name="page"/> (a host copy written since it was mapped).</summary>
+    private bool IsHostCopied(ulong page)
+    {
+        var written = new List<(ulong Start, ulong End)>(1);
+        FindHostCopies(page, page + Paging.PageSize, written);
+        return written.Count > 0;
     }
 }

@@ -23,18 +23,20 @@ public sealed partial class VmSpace
     public VmSpace ForkCopyOnWrite()
     {
         ThrowIfDisposed();
+        DissolveHostCopies(stop: false); // the child shares frames, so every page's contents must be in one
         var child = new VmSpace(SameShape());
         child._pageFaultHandler = Volatile.Read(ref _pageFaultHandler);
-        CopyTableOnWrite(child._pt, child, child.KeepIoMem, copied: null, halfMade: child);
+        CopyTableOnWrite(child._pt, child, child.KeepIoMem, copied: null, halfMade: child, hostCopies: false);
         return child;
     }
 
     /// <summary>
     /// The one copy-on-write copy of this space's table, for a fork and for a snapshot: locks the
     /// whole table, hands every I/O region to <paramref name="keepIoMem"/>, copies the tree into
-    /// <paramref name="copy"/> (frames shared, write access removed from tracked leaves here),
-    /// mirrors this space's host and the <paramref name="child"/>'s if there is one, and calls
-    /// <paramref name="copied"/> while the table is still held.
+    /// <paramref name="copy"/> (frames shared, write access removed from tracked leaves here, or
+    /// with <paramref name="hostCopies"/> writable leaves made host copies), mirrors this space's
+    /// host and the <paramref name="child"/>'s if there is one, and calls <paramref name="copied"/>
+    /// while the table is still held. The space holds no host copy (they were dissolved).
     /// </summary>
     /// <remarks>
     /// Refused while copying, PtFork gave this space its entries back and nothing reached either
@@ -43,7 +45,7 @@ public sealed partial class VmSpace
     /// <paramref name="halfMade"/> (the child or the snapshot: its frame references are exactly
     /// those of the leaves it got) is disposed and the exception goes on.
     /// </remarks>
-    private void CopyTableOnWrite(PageTable.PageTable copy, VmSpace? child, Action<IoMem> keepIoMem, Action? copied, IDisposable halfMade)
+    private void CopyTableOnWrite(PageTable.PageTable copy, VmSpace? child, Action<IoMem> keepIoMem, Action? copied, IDisposable halfMade, bool hostCopies)
     {
         PtCursor cursor;
         try
@@ -63,7 +65,8 @@ public sealed partial class VmSpace
             {
                 foreach (IoMem io in _ioMems) keepIoMem(io);
             }
-            PtFork.CopyOnWrite(cursor, copy, visitor);
+            if (hostCopies) HoldsHostCopies();
+            PtFork.CopyOnWrite(cursor, copy, visitor, hostCopies);
             done = true;
             visitor.Dispatch();
             copied?.Invoke();
@@ -97,12 +100,18 @@ public sealed partial class VmSpace
         TlbFlusher flusher = NewFlusher();
         try
         {
+            // Pages the host copied are mapped as they should be already, and mapping them again would drop the copies.
+            var written = new List<(ulong Start, ulong End)>();
+            if (MayHoldHostCopies) FindHostCopies(0, Size, written);
+            int w = 0;
             cursor.Jump(0);
             while (cursor.Va < Size && cursor.FindNext(Size - cursor.Va) is not null)
             {
                 PtSlot slot = cursor.Query();
+                while (w < written.Count && written[w].End <= slot.Va) w++;
+                bool copied = Pte.IsHostCopy(slot.Entry) && w < written.Count && written[w].Start < slot.Va + slot.Size;
                 flusher.EnsureRoomForOneMore();
-                if (MirrorOf(slot.Va, slot.Size, slot.Entry) is { } op) flusher.IssueTlbFlush(op);
+                if (!copied && MirrorOf(slot.Va, slot.Size, slot.Entry) is { } op) flusher.IssueTlbFlush(op);
                 cursor.MoveForward();
             }
             flusher.DispatchTlbFlush();
@@ -114,7 +123,7 @@ public sealed partial class VmSpace
     }
 
     /// <summary>Options for a space of the same size, pool, host guard and mapping budget as this one.</summary>
-    internal VmSpaceOptions SameShape() => new() { Size = Size, HostGuardSize = _arena.HostGuard, Pool = Pool, MaxHostMappings = Budget.Limit };
+    internal VmSpaceOptions SameShape() => new() { Size = Size, HostGuardSize = _arena.HostGuard, Pool = Pool, MaxHostMappings = Budget.Limit, HostCopies = !_hostCopiesOff };
 
     /// <summary>
     /// Takes the copy's references and queues the host updates, run by run: the parent's
@@ -142,7 +151,9 @@ public sealed partial class VmSpace
             if (!Pte.IsUntracked(after)) _parent.Pool.AddRef(Pte.Paddr(after));
             // The child holds the parent's I/O regions: the parent's lookup serves it.
             if (_childFlusher != null && _parent.MirrorOf(va, size, after) is { } map) _childFlusher.IssueTlbFlush(map);
-            if (before != after) _parentFlusher.IssueTlbFlush(TlbFlushOp.ForProtect(va, size, Pte.HostProt(after)));
+            // A leaf made a host copy is mapped private (its frame, W kept); any other lost W.
+            if (before != after)
+                _parentFlusher.IssueTlbFlush(Pte.IsHostCopy(after) ? _parent.MirrorOf(va, size, after)!.Value : TlbFlushOp.ForProtect(va, size, Pte.HostProt(after)));
         }
 
         internal void DiscardParent() => _parentFlusher.Discard();

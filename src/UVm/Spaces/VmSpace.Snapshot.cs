@@ -1,4 +1,5 @@
 using UVm.Host;
+using UVm.Interop;
 using UVm.PageTable;
 
 namespace UVm.Spaces;
@@ -12,7 +13,9 @@ public sealed partial class VmSpace
     /// <summary>
     /// Freezes this space's table into a new snapshot: every tracked frame gets a reference of
     /// the snapshot's and loses write access here (copy-on-write, as after a fork; nothing is
-    /// copied), I/O memory is kept open. From now on the space logs its changes against it.
+    /// copied), or, when the space uses host copies, a writable one becomes a host copy here and
+    /// in the snapshot. I/O memory is kept open. From now on the space logs its changes against it.
+    /// Host copies the space held are dissolved first (their contents go to frames).
     /// </summary>
     /// <remarks>Waits for live cursors of other threads; the calling thread must hold none of this space.</remarks>
     /// <exception cref="ObjectDisposedException">The space was disposed.</exception>
@@ -22,8 +25,10 @@ public sealed partial class VmSpace
     internal TableSnapshot CaptureTable()
     {
         ThrowIfDisposed();
+        DissolveHostCopies(stop: false);
         var snapshot = new TableSnapshot(Pool, Size);
-        CopyTableOnWrite(snapshot.Table, child: null, snapshot.Keep, copied: () => (_pt.Changes ??= new PtChangeLog()).Clear(snapshot), halfMade: snapshot);
+        CopyTableOnWrite(snapshot.Table, child: null, snapshot.Keep, copied: () => (_pt.Changes ??= new PtChangeLog()).Clear(snapshot), halfMade: snapshot,
+            hostCopies: UsesHostCopies);
         return snapshot;
     }
 
@@ -45,7 +50,8 @@ public sealed partial class VmSpace
             {
                 foreach (IoMem io in snapshot.IoMems) space.KeepIoMem(io);
                 var visitor = new SnapshotMirror(space);
-                PtFork.CopyFrozen(snapshot.Table, space._pt, visitor);
+                if (space.UsesHostCopies) space.HoldsHostCopies();
+                PtFork.CopyFrozen(snapshot.Table, space._pt, visitor, space.UsesHostCopies);
                 visitor.Dispatch();
                 space._pt.Changes = new PtChangeLog { Baseline = snapshot };
             }
@@ -82,8 +88,12 @@ public sealed partial class VmSpace
         {
             PtChangeLog log = _pt.Changes ??= new PtChangeLog();
             List<ulong> pages = ReferenceEquals(log.Baseline, snapshot) ? log.Pages() : c.PagesEitherMaps(snapshot);
+            // The pages the host copied since: written by the guest with no fault of UVm's, so in no log.
+            var written = new List<(ulong Start, ulong End)>();
             try
             {
+                if (MayHoldHostCopies) FindHostCopies(0, Size, written);
+                if (UsesHostCopies) HoldsHostCopies();
                 var changed = new List<VaddrRange>();
                 ulong agreed = 0;
                 foreach (ulong va in pages)
@@ -102,14 +112,56 @@ public sealed partial class VmSpace
                 c.Abandon();
                 throw;
             }
-            c.Flusher.DispatchTlbFlush(); // refused: the whole batch is undone
+            c.Flusher.DispatchTlbFlush(); // refused: the whole batch is undone, host copies under it written back
             log.Clear(snapshot);
-            return pages.Count;
+            // Last, as it cannot be taken back: the copies go, and their pages read the snapshot's frames again.
+            DropHostCopies(written);
+            return pages.Count + HostCopiesBeyond(written, pages);
         }
         finally
         {
             c.Dispose();
         }
+    }
+
+    /// <summary>
+    /// Drops the host copies of <paramref name="written"/>; if the host refuses the batched call,
+    /// range by range. Some of them may lie where the reset mapped the snapshot again (which
+    /// dropped them already): dropping nothing is harmless.
+    /// </summary>
+    /// <exception cref="InvalidOperationException">The host refused that too: some pages keep the guest's writes.</exception>
+    private void DropHostCopies(List<(ulong Start, ulong End)> written)
+    {
+        if (written.Count == 0) return;
+        try
+        {
+            HostCopies.Drop(_arena.Base, written);
+            return;
+        }
+        catch (UVmException)
+        {
+            // One range at a time, with the plain call.
+        }
+        foreach ((ulong s, ulong e) in written)
+        {
+            if (Libc.Madvise(_arena.Base + (nint)s, (nuint)(e - s), Libc.MADV_DONTNEED) != 0)
+                throw new InvalidOperationException($"the host refused to drop the copies of [0x{s:x}, 0x{e:x}) twice; those pages keep what the guest wrote");
+        }
+    }
+
+    /// <summary>The pages of <paramref name="written"/> that are not in <paramref name="pages"/> (sorted, duplicates allowed).</summary>
+    private static int HostCopiesBeyond(List<(ulong Start, ulong End)> written, List<ulong> pages)
+    {
+        int count = 0, i = 0;
+        foreach ((ulong s, ulong e) in written)
+        {
+            for (ulong va = s; va < e; va += Paging.PageSize)
+            {
+                while (i < pages.Count && pages[i] < va) i++;
+                if (i == pages.Count || pages[i] != va) count++;
+            }
+        }
+        return count;
     }
 
     /// <summary>Queues a new space's mappings of a snapshot's leaves, taking a reference on each tracked frame.</summary>

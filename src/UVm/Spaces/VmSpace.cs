@@ -64,6 +64,7 @@ public sealed partial class VmSpace : IDisposable
         _arena = new HostArena(options.Size, options.HostGuardSize);
         Budget = new HostMappingBudget(_arena.Base, options.Size, options.MaxHostMappings ?? HostMappingBudget.ProcessLimit);
         _pt = new PageTable.PageTable(options.Size);
+        _hostCopiesOff = !options.HostCopies;
         Created?.Invoke(this);
         _constructed = true;
     }
@@ -227,13 +228,14 @@ public sealed partial class VmSpace : IDisposable
     /// <summary>
     /// The host mapping that mirrors leaf <paramref name="entry"/> over <c>[va, va + length)</c>,
     /// the entry's address being the frame at <paramref name="va"/>: a map of the pool's memfd, or
-    /// of the I/O memory file; null for I/O memory this space does not hold.
+    /// of the I/O memory file; null for I/O memory this space does not hold. A host copy's is
+    /// private: mapped over a page the host copied, it drops the copy.
     /// </summary>
     internal TlbFlushOp? MirrorOf(ulong va, ulong length, ulong entry)
     {
         ulong paddr = Pte.Paddr(entry);
         int prot = Pte.HostProt(entry);
-        if (!Pte.IsUntracked(entry)) return TlbFlushOp.ForMap(va, length, Pool.Fd, paddr, prot);
+        if (!Pte.IsUntracked(entry)) return TlbFlushOp.ForMap(va, length, Pool.Fd, paddr, prot, hostCopy: Pte.IsHostCopy(entry));
         return FindIoMemByPaddr(paddr) is { } io ? TlbFlushOp.ForMap(va, length, io.Io.Fd, io.Io.FileOffset + io.Offset, prot) : null;
     }
 

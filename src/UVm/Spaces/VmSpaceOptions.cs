@@ -28,6 +28,15 @@ public sealed record VmSpaceOptions
     /// </summary>
     public int? MaxHostMappings { get; init; }
 
+    /// <summary>
+    /// Whether the pages a snapshot shares with the space are copied by the host (default true):
+    /// mapped <c>MAP_PRIVATE</c> with their rights, so the first write to one is the kernel's
+    /// copy-on-write, with no fault of UVm's, and <c>AddressSpace.Reset</c> drops the copies.
+    /// Used where the host supports it (Linux 6.13 or later) and while no write watch was started
+    /// on the space; false makes every copy UVm's own (a page fault, a frame of the pool).
+    /// </summary>
+    public bool HostCopies { get; init; } = true;
+
     /// <summary>The pool frames come from; null means <see cref="FramePool.Default"/>.</summary>
     public FramePool? Pool { get; init; }
 }

@@ -82,6 +82,14 @@ public abstract class AreaFixture
     protected AddressSpace NewAddressSpace(ulong size = GiB) =>
         Track(new AddressSpace(new VmSpaceOptions { Size = size, Pool = Pool }));
 
+    /// <summary>
+    /// A new 1 GiB address space on the fixture's pool whose snapshot paths make no host copies
+    /// (<see cref="VmSpaceOptions.HostCopies"/> false): every copy on write is UVm's, through a
+    /// fault, as on a host without them. Disposed after the test.
+    /// </summary>
+    protected AddressSpace NewAddressSpaceWithoutHostCopies(ulong size = GiB) =>
+        Track(new AddressSpace(new VmSpaceOptions { Size = size, Pool = Pool, HostCopies = false }));
+
     /// <summary>Disposes <paramref name="disposable"/> after the test (before the pool is checked).</summary>
     protected T Track<T>(T disposable) where T : IDisposable
     {

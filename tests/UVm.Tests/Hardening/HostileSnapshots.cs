@@ -270,6 +270,7 @@ public sealed class HostileSnapshots : AreaFixture
     [Test]
     public void Reset_from_inside_a_page_fault_handler_resolves_or_refuses_and_never_hangs()
     {
+        AddressSpace Parent = NewAddressSpaceWithoutHostCopies(); // UVm's own copies, through faults
         (ulong area, VmSnapshot snapshot) = Prepared(Parent);
         // The handler of an address space is its areas' own; for this test it is replaced by one
         // that resets the space to the snapshot, then lets the default policy resolve the fault.
@@ -543,6 +544,9 @@ public sealed class HostileSnapshots : AreaFixture
         AddressSpace space = NewAddressSpace();
         space.Space.Activate();
         (ulong area, VmSnapshot first) = Prepared(space);
+        // A snapshot first turns the space's host copies into frames of their own (contents
+        // unchanged) and keeps them so when refused later: the state to compare is after that.
+        space.Space.DissolveHostCopies(stop: false);
         State before = StateOf(space);
         var made = new List<VmSnapshot>();
         int refusals = RefuseEachCall(site, () => () => made.Add(space.Snapshot()), (e, refused) =>

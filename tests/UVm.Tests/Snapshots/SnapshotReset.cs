@@ -34,6 +34,7 @@ public sealed class SnapshotReset : AreaFixture
     [Test]
     public void Taking_a_snapshot_copies_nothing_and_shares_every_private_frame_read_only()
     {
+        AddressSpace Parent = NewAddressSpaceWithoutHostCopies(); // UVm's own copies, through faults
         ulong area = Parent.Map(AreaPages * Page, Lazy, At(2 * MiB));
         for (ulong i = 0; i < AreaPages; i++) WriteU64(Parent, area + i * Page, 1000 + i);
         long framesBefore = Pool.FramesInUse;
@@ -68,6 +69,7 @@ public sealed class SnapshotReset : AreaFixture
     [Test]
     public void The_next_run_copies_into_the_frames_the_reset_freed_without_punching_them()
     {
+        AddressSpace Parent = NewAddressSpaceWithoutHostCopies(); // UVm's own copies, through faults
         Parent.FaultAroundPages = 1;
         (ulong area, VmSnapshot snapshot) = Prepared(Parent);
         WriteU64(Parent, area + 3 * Page, 7);
@@ -87,6 +89,7 @@ public sealed class SnapshotReset : AreaFixture
     [Test]
     public void Scattered_dirt_is_put_back_with_one_host_call_per_span_and_distant_clusters_with_one_each()
     {
+        AddressSpace Parent = NewAddressSpaceWithoutHostCopies(); // UVm's own copies, through faults
         Parent.FaultAroundPages = 1;
         ulong area = Parent.Map(4 * Huge, Populated, At(2 * MiB));
         VmSnapshot snapshot = Track(Parent.Snapshot());
@@ -222,6 +225,7 @@ public sealed class SnapshotReset : AreaFixture
     [Test]
     public void A_reset_the_host_refuses_leaves_the_space_exactly_as_it_was_and_a_later_one_completes()
     {
+        AddressSpace Parent = NewAddressSpaceWithoutHostCopies(); // UVm's own copies, through faults
         Parent.FaultAroundPages = 1;
         (ulong area, VmSnapshot snapshot) = Prepared(Parent);
         for (ulong i = 0; i < 8; i++) WriteU64(Parent, area + i * 2 * Page, 50 + i);

@@ -1,0 +1,151 @@
+using UVm.Frames;
+using UVm.Host;
+using UVm.Interop;
+using UVm.PageTable;
+
+namespace UVm.Spaces;
+
+// Host copies under a cursor: what a batch must keep of them in case the host refuses it, and
+// how a space stops having them (dissolving them into frames).
+public sealed partial class CursorMut
+{
+    /// <summary>The host copies the batch in flight covers, with their contents, kept until it is committed.</summary>
+    private List<(ulong Va, byte[] Contents)>? _kept;
+
+    /// <summary>
+    /// A refused batch is undone by mapping the restored table again over every range it touched,
+    /// which would drop the host's copies there (a private mapping starts over from its frame).
+    /// So before a batch reaches the host, the contents of the copies under it are read, to be
+    /// written back if it is refused.
+    /// </summary>
+    void IFlushJournal.Preserve(List<TlbFlushOp> batch)
+    {
+        _kept = null;
+        if (!_space.MayHoldHostCopies) return;
+        var written = new List<(ulong Start, ulong End)>();
+        ulong start = 0, end = 0;
+        foreach (TlbFlushOp op in batch)
+        {
+            if (op.Va <= end && end != 0)
+            {
+                end = Math.Max(end, op.Va + op.Length);
+                continue;
+            }
+            if (end != 0) _space.FindHostCopies(start, end, written);
+            (start, end) = (op.Va, op.Va + op.Length);
+        }
+        if (end != 0) _space.FindHostCopies(start, end, written);
+        if (written.Count == 0) return;
+        _kept = [];
+        foreach ((ulong s, ulong e) in written)
+        {
+            for (ulong va = s; va < e; va += Paging.PageSize)
+            {
+                byte[] page = HostCopies.NewPage();
+                HostCopies.ReadPage(_space.HostBase, va, HostCopies.AddressOf(page));
+                _kept.Add((va, page));
+            }
+        }
+    }
+
+    void IFlushJournal.Refilled()
+    {
+        if (_kept == null) return;
+        foreach ((ulong va, byte[] contents) in _kept)
+        {
+            _pt.Jump(va);
+            PtSlot slot = _pt.Query();
+            if (slot.IsMapped && Pte.IsHostCopy(slot.Entry)) HostCopies.WritePage(_space.HostBase, va, contents);
+        }
+        _kept = null;
+    }
+
+    /// <summary>
+    /// Gives the host copies of the cursor's range their rights on the host again, as the table
+    /// has them, after a refused <see cref="DissolveHostCopies"/> took W away. Best effort: a copy
+    /// the host refuses stays less permissive than its entry, and a write's fault gives W back.
+    /// </summary>
+    internal void RegrantHostCopies()
+    {
+        var copies = new List<PtSlot>();
+        ulong end = _pt.BarrierEnd;
+        _pt.Jump(_pt.BarrierStart);
+        while (_pt.Va < end && _pt.FindNext(end - _pt.Va) is not null)
+        {
+            PtSlot slot = _pt.Query();
+            if (Pte.IsHostCopy(slot.Entry)) copies.Add(slot);
+            _pt.MoveForward();
+        }
+        ProtectHostCopies(copies, 0, throwIfRefused: false);
+    }
+
+    /// <summary>
+    /// <c>mprotect</c>s <paramref name="copies"/> (in address order) to their entries' host rights
+    /// without <paramref name="without"/>, one call per run with one protection.
+    /// </summary>
+    private void ProtectHostCopies(List<PtSlot> copies, int without, bool throwIfRefused)
+    {
+        for (int i = 0; i < copies.Count;)
+        {
+            int prot = Pte.HostProt(copies[i].Entry);
+            ulong start = copies[i].Va, stop = start + copies[i].Size;
+            for (i++; i < copies.Count && copies[i].Va == stop && Pte.HostProt(copies[i].Entry) == prot; i++) stop += copies[i].Size;
+            if (without != 0 && (prot & without) == 0) continue;
+            int rc = Libc.Mprotect(_space.HostBase + (nint)start, (nuint)(stop - start), prot & ~without);
+            if (rc != 0 && throwIfRefused) HostCall.Fail("mprotect of host copies");
+        }
+    }
+
+    /// <summary>
+    /// Turns every host copy of the cursor's range into an ordinary entry, so nothing of the
+    /// space's contents lives outside its frames: a page the host copied gets a frame of its own
+    /// holding the copy's contents (with the entry's rights); a page it did not copy keeps the
+    /// shared frame, copy-on-write (without W). Write access is taken from the copies on the
+    /// host first, so no write slips between reading a copy and replacing it: a write meanwhile
+    /// faults and waits for the cursor. Queued, not dispatched. Returns the pages dissolved.
+    /// </summary>
+    /// <exception cref="UVmException"><see cref="UVmError.NoMemory"/>: no frame for a copy (the batch must be abandoned);
+    /// <see cref="UVmError.HostNoMemory"/> or <see cref="UVmError.HostRefused"/>: the host refused to take write access
+    /// away or to scan (some copies may have lost W on the host only, which a write's fault gives back).</exception>
+    internal int DissolveHostCopies()
+    {
+        ulong end = _pt.BarrierEnd;
+        var copies = new List<PtSlot>();
+        _pt.Jump(_pt.BarrierStart);
+        while (_pt.Va < end && _pt.FindNext(end - _pt.Va) is not null)
+        {
+            PtSlot slot = _pt.Query();
+            if (Pte.IsHostCopy(slot.Entry)) copies.Add(slot);
+            _pt.MoveForward();
+        }
+        if (copies.Count == 0) return 0;
+        ProtectHostCopies(copies, Libc.PROT_WRITE, throwIfRefused: true); // write access away
+        var written = new List<(ulong Start, ulong End)>();
+        _space.FindHostCopies(_pt.BarrierStart, end, written);
+        int w = 0;
+        foreach (PtSlot slot in copies)
+        {
+            while (w < written.Count && written[w].End <= slot.Va) w++;
+            bool copied = w < written.Count && written[w].Start < slot.Va + slot.Size;
+            ulong entry;
+            System.Diagnostics.Debug.Assert(slot.Level == 1, "host copies are base pages of tracked frames");
+            if (copied)
+            {
+                using UFrame frame = _space.Pool.AllocFrame();
+                HostCopies.ReadPage(_space.HostBase, slot.Va, _space.Pool.LinearPointer(frame.Paddr));
+                entry = (slot.Entry & ~(Pte.AddrMask | Pte.HostCopy)) | frame.Paddr;
+                _space.Pool.AddRef(frame.Paddr); // the entry's reference; the handle's goes with it
+            }
+            else
+            {
+                entry = slot.Entry & ~(Pte.HostCopy | Pte.Writable);
+                _space.Pool.AddRef(Pte.Paddr(entry)); // the entry's, beside the one it replaces (released after the dispatch)
+            }
+            _pt.Jump(slot.Va);
+            ReleaseReplaced(_pt.MapBase(entry));
+            _flusher.EnsureRoomForOneMore();
+            _flusher.IssueTlbFlush(_space.MirrorOf(slot.Va, slot.Size, entry)!.Value);
+        }
+        return copies.Count;
+    }
+}
