@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using UVm.Areas;
 using UVm.Frames;
+using UVm.Interop;
 using UVm.Io;
 using UVm.Spaces;
 
@@ -69,7 +70,7 @@ internal static class SnapshotBenchmarks
         PeerFigure? fsR = peers.Get("fork_server_random", "us_per_run");
         PeerFigure? fsC = peers.Get("fork_server_clustered", "us_per_run");
         PeerFigure? fork = peers.Get("fork_kernel", "us_per_fork");
-        string setup = Program.Inv($"a space of {Size(2 * bytes)} with an Alloc(populate) RW area of {size} at 2 MiB, every page written once (its index in the first 8 bytes, 0x{Fill:X2} after), then Snapshot(); ");
+        string setup = Program.Inv($"a space of {Size(2 * bytes)} with an Alloc(populate) RW area of {size} at 2 MiB, every page written once (its index in the first 8 bytes, 0x{Fill:X2} after), then Snapshot() (host copies {(HostCopiesOn ? "on: the snapshot's pages are mapped MAP_PRIVATE with W, the kernel copies a page on its first write and the reset finds the copies with PAGEMAP_SCAN and drops them with process_madvise" : "off (not supported here): every copy is UVm's, through a fault")}); after each run's untimed check the check's reads are dropped from the host page tables, as the peer drops its own; ");
         string draw = Program.Inv($"pages drawn like the peers' (splitmix64, seed {PageDraw.Seed}, a new set each repetition: random = {Writes} distinct pages, uniform, in the order drawn; clustered = {Writes} consecutive pages at a random start); ");
         string Missing(string scenario, PeerFigure? p) => p is null ? peers.Missing(scenario) + "; " : "";
         // The host's own cost of UVm's way (remap_floor.c: the same host calls by hand, no signal, no managed code).
@@ -139,6 +140,8 @@ internal static class SnapshotBenchmarks
             Program.Inv($"(snapshot.PageTableBytes + the 10 instances' Space.PageTableBytes) / {bytes / Page} mapped pages = {big.AllBytes} B / {bytes / Page}; the snapshot alone {Report.Fmt((double)big.SnapshotBytes / (bytes / Page))} B/page; one copy {Report.Fmt(big.OneCopyBytesPerPage)} B/page; ") +
             Program.Inv($"frames in use with the 10 instances {big.FramesWithInstances} (the area's {bytes / Page}: instances copy no page); the ratio says how many copies of the table there are (shared nodes would make it near 1)"));
     }
+
+    private static bool HostCopiesOn => UVm.Host.HostCopies.Supported;
 
     private static string Describe(ResetCost r) => Program.Inv(
         $"{r.Config.Pattern.ToString().ToLowerInvariant()} pages, FaultAroundPages {r.Config.FaultAround}: per run {r.CowPages} pages copied on write by {r.CowFaults} faults, Reset() compared {r.Compared} pages (checked{(r.Config.FaultAround == 1 ? Program.Inv($" == {Writes}") : Program.Inv($" >= {Writes}"))}) with {r.ResetSyscalls} host syscalls (mmap of runs) and {r.ResetPunches} hole punches of freed copies, host mappings after the writes {r.MappingsAfterWrites}, after the reset {r.MappingsAfterReset}; checked after every reset: every written page reads the snapshot's contents again, no frame left but the snapshot's; ");
@@ -322,6 +325,7 @@ internal static class SnapshotBenchmarks
                 if (space.Space.UnresolvedFaults != 0) throw new InvalidOperationException($"{space.Space.UnresolvedFaults} unresolved faults");
                 CheckStamps(space, targets);
                 if (pool.FramesInUse != baseline) throw new InvalidOperationException($"{pool.FramesInUse - baseline} frames left after the reset");
+                DropCheckReads(space, pages);
                 writesUs.Add(Sampler.Ns(t0, t1) / 1e3);
                 resetUs.Add(Sampler.Ns(t2, t3) / 1e3);
                 return (Sampler.Ns(t0, t1) + Sampler.Ns(t2, t3)) / 1e3;
@@ -459,6 +463,22 @@ internal static class SnapshotBenchmarks
     }
 
     /// <summary>Checks that each page of <paramref name="pages"/> reads its index again (the snapshot's contents).</summary>
+    /// <summary>
+    /// As the image-reset peer does after its check: drops the host page-table entries the check's
+    /// reads installed, so the next run starts as a fresh instance would, with nothing mapped on
+    /// the host (a reset keeps what the guest read mapped, and finding the copies costs a little
+    /// for each mapped page). After a reset the space holds no host copy (checked), so this changes
+    /// no contents: the pages read their frames again on the next access.
+    /// </summary>
+    private static void DropCheckReads(AddressSpace space, ulong pages)
+    {
+        var copies = new List<(ulong Start, ulong End)>();
+        if (space.Space.MayHoldHostCopies) space.Space.FindHostCopies(AreaBase, AreaBase + pages * Page, copies);
+        if (copies.Count != 0) throw new InvalidOperationException($"{copies.Count} runs of host copies left after a reset");
+        if (Libc.Madvise(space.Space.HostBase + (nint)AreaBase, (nuint)(pages * Page), Libc.MADV_DONTNEED) != 0)
+            throw new InvalidOperationException("madvise(DONTNEED) of the area refused");
+    }
+
     private static void CheckStamps(AddressSpace space, ulong[] pages)
     {
         foreach (ulong p in pages)
