@@ -15,6 +15,22 @@ internal interface IForkVisitor
 }
 
 /// <summary>
+/// A visitor that takes a whole last-level node of a frozen table at once, instead of one
+/// <see cref="IForkVisitor.Leaf"/> call per entry: the way a snapshot's table, which holds
+/// mostly runs of base pages, is copied fast.
+/// </summary>
+internal interface IFrozenNodeVisitor : IForkVisitor
+{
+    /// <summary>
+    /// Called before the node's entries are copied, with <paramref name="entries"/> as the copy
+    /// will hold them (0 where none is present), the first at <paramref name="vaBase"/>: takes
+    /// what <see cref="IForkVisitor.Leaf"/> takes for each. Throwing refuses the node, having
+    /// taken nothing for any of its entries.
+    /// </summary>
+    void Leaves(ulong vaBase, ReadOnlySpan<ulong> entries);
+}
+
+/// <summary>
 /// The page-table half of a copy-on-write fork: copies every node under a cursor's guard into a
 /// fresh table, sharing the frames and removing write access from tracked leaves in both.
 /// </summary>
@@ -122,6 +138,20 @@ internal static class PtFork
     private static void CopyEntries(PtNode src, PtNode dst, int level, ulong vaBase, ulong size, PageTable child, IForkVisitor visitor,
         List<(PtNode, ulong[])> writeProtected, bool lockSource, Share share, ref ulong[]? mask)
     {
+        if (level == 1 && !lockSource && visitor is IFrozenNodeVisitor nodes)
+        {
+            // A frozen last-level node: nothing changes it, so its entries are copied in one go.
+            Span<ulong> entries = stackalloc ulong[Paging.EntriesPerNode];
+            for (int i = 0; i < Paging.EntriesPerNode; i++)
+            {
+                ulong pte = src.Ptes[i];
+                entries[i] = Pte.IsPresent(pte) ? Shared(pte, share) : 0;
+            }
+            nodes.Leaves(vaBase, entries);
+            for (int i = 0; i < Paging.EntriesPerNode; i++)
+                if (entries[i] != 0) dst.SetLeaf(i, entries[i]);
+            return;
+        }
         for (int i = 0; i < Paging.EntriesPerNode; i++)
         {
             ulong pte = src.Ptes[i];
