@@ -15,19 +15,19 @@ internal interface IForkVisitor
 }
 
 /// <summary>
-/// A visitor that takes a whole last-level node of a frozen table at once, instead of one
-/// <see cref="IForkVisitor.Leaf"/> call per entry: the way a snapshot's table, which holds
-/// mostly runs of base pages, is copied fast.
+/// A visitor that takes a whole last-level node at once, instead of one
+/// <see cref="IForkVisitor.Leaf"/> call per entry: the way a table, which holds mostly runs of
+/// base pages, is copied fast.
 /// </summary>
-internal interface IFrozenNodeVisitor : IForkVisitor
+internal interface INodeForkVisitor : IForkVisitor
 {
     /// <summary>
-    /// Called before the node's entries are copied, with <paramref name="entries"/> as the copy
-    /// will hold them (0 where none is present), the first at <paramref name="vaBase"/>: takes
-    /// what <see cref="IForkVisitor.Leaf"/> takes for each. Throwing refuses the node, having
-    /// taken nothing for any of its entries.
+    /// Called before the node's entries change in either table, with <paramref name="before"/>
+    /// (the source's entries) and <paramref name="after"/> (what both will hold; 0 where none is
+    /// present), the first at <paramref name="vaBase"/>: does what <see cref="IForkVisitor.Leaf"/>
+    /// does for each. Throwing refuses the node, having taken nothing for any of its entries.
     /// </summary>
-    void Leaves(ulong vaBase, ReadOnlySpan<ulong> entries);
+    void Leaves(ulong vaBase, ReadOnlySpan<ulong> before, ReadOnlySpan<ulong> after);
 }
 
 /// <summary>
@@ -138,18 +138,27 @@ internal static class PtFork
     private static void CopyEntries(PtNode src, PtNode dst, int level, ulong vaBase, ulong size, PageTable child, IForkVisitor visitor,
         List<(PtNode, ulong[])> writeProtected, bool lockSource, Share share, ref ulong[]? mask)
     {
-        if (level == 1 && !lockSource && visitor is IFrozenNodeVisitor nodes)
+        if (level == 1 && visitor is INodeForkVisitor nodes)
         {
-            // A frozen last-level node: nothing changes it, so its entries are copied in one go.
-            Span<ulong> entries = stackalloc ulong[Paging.EntriesPerNode];
+            // A last-level node in one go (the source node is locked, or frozen).
+            Span<ulong> after = stackalloc ulong[Paging.EntriesPerNode];
             for (int i = 0; i < Paging.EntriesPerNode; i++)
             {
                 ulong pte = src.Ptes[i];
-                entries[i] = Pte.IsPresent(pte) ? Shared(pte, share) : 0;
+                System.Diagnostics.Debug.Assert(!lockSource || !Pte.IsHostCopy(pte), "host copies are dissolved before a fork or a snapshot");
+                after[i] = Pte.IsPresent(pte) ? Shared(pte, share) : 0;
             }
-            nodes.Leaves(vaBase, entries);
+            nodes.Leaves(vaBase, src.Ptes, after);
             for (int i = 0; i < Paging.EntriesPerNode; i++)
-                if (entries[i] != 0) dst.SetLeaf(i, entries[i]);
+            {
+                if (after[i] == 0) continue;
+                if (after[i] != src.Ptes[i] && lockSource)
+                {
+                    (mask ??= new ulong[Paging.EntriesPerNode / 64])[i >> 6] |= 1UL << (i & 63);
+                    src.Ptes[i] = after[i];
+                }
+                dst.SetLeaf(i, after[i]);
+            }
             return;
         }
         for (int i = 0; i < Paging.EntriesPerNode; i++)

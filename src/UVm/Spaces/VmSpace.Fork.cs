@@ -122,6 +122,44 @@ public sealed partial class VmSpace
         }
     }
 
+    /// <summary>
+    /// Queues the host mappings of a last-level node's <paramref name="entries"/> (0 where none),
+    /// the first at <paramref name="vaBase"/>: one per run of tracked frames contiguous in the
+    /// file with one protection, one per entry of I/O memory (which this space must hold).
+    /// </summary>
+    /// <exception cref="UVmException"><see cref="UVmError.HostMappingLimit"/>: the budget refused.</exception>
+    internal void IssueMirrorRuns(TlbFlusher flusher, ulong vaBase, ReadOnlySpan<ulong> entries)
+    {
+        const ulong hostBits = Pte.Readable | Pte.Writable | Pte.NoExec | Pte.HostCopy;
+        int i = 0;
+        while (i < entries.Length)
+        {
+            ulong e = entries[i];
+            if (e == 0)
+            {
+                i++;
+                continue;
+            }
+            int start = i;
+            for (i++; !Pte.IsUntracked(e) && i < entries.Length && entries[i] != 0 && !Pte.IsUntracked(entries[i])
+                 && Pte.Paddr(entries[i]) == Pte.Paddr(e) + (ulong)(i - start) * Paging.PageSize
+                 && (entries[i] & hostBits) == (e & hostBits); i++)
+            {
+            }
+            ulong va = vaBase + (ulong)start * Paging.PageSize;
+            flusher.EnsureRoomForOneMore();
+            flusher.IssueTlbFlush(MirrorOf(va, (ulong)(i - start) * Paging.PageSize, e)
+                ?? throw new InvalidOperationException($"no I/O memory of the space holds 0x{Pte.Paddr(e):x}"));
+        }
+    }
+
+    /// <summary>Takes one reference on the frame of each tracked entry of <paramref name="entries"/> (0 where none).</summary>
+    internal void AddRefs(ReadOnlySpan<ulong> entries)
+    {
+        foreach (ulong e in entries)
+            if (e != 0 && !Pte.IsUntracked(e)) Pool.AddRef(Pte.Paddr(e));
+    }
+
     /// <summary>Options for a space of the same size, pool, host guard and mapping budget as this one.</summary>
     internal VmSpaceOptions SameShape() => new() { Size = Size, HostGuardSize = _arena.HostGuard, Pool = Pool, MaxHostMappings = Budget.Limit, HostCopies = !_hostCopiesOff };
 
@@ -130,7 +168,7 @@ public sealed partial class VmSpace
     /// write-protections, and the child's mappings when the copy is a space (a snapshot's table
     /// has no host side).
     /// </summary>
-    private sealed class ForkMirror : IForkVisitor
+    private sealed class ForkMirror : INodeForkVisitor
     {
         private readonly VmSpace _parent;
         private readonly TlbFlusher _parentFlusher;
@@ -154,6 +192,32 @@ public sealed partial class VmSpace
             // A leaf made a host copy is mapped private (its frame, W kept); any other lost W.
             if (before != after)
                 _parentFlusher.IssueTlbFlush(Pte.IsHostCopy(after) ? _parent.MirrorOf(va, size, after)!.Value : TlbFlushOp.ForProtect(va, size, Pte.HostProt(after)));
+        }
+
+        public void Leaves(ulong vaBase, ReadOnlySpan<ulong> before, ReadOnlySpan<ulong> after)
+        {
+            // As Leaf, a run at a time: everything that can refuse first, references last.
+            if (_childFlusher != null) _parent.IssueMirrorRuns(_childFlusher, vaBase, after);
+            int i = 0;
+            while (i < after.Length)
+            {
+                if (after[i] == before[i])
+                {
+                    i++;
+                    continue;
+                }
+                int start = i;
+                ulong first = after[i];
+                for (i++; i < after.Length && after[i] != before[i] && Pte.IsHostCopy(after[i]) == Pte.IsHostCopy(first)
+                     && Pte.HostProt(after[i]) == Pte.HostProt(first)
+                     && (!Pte.IsHostCopy(first) || Pte.Paddr(after[i]) == Pte.Paddr(first) + (ulong)(i - start) * Paging.PageSize); i++)
+                {
+                }
+                ulong va = vaBase + (ulong)start * Paging.PageSize, len = (ulong)(i - start) * Paging.PageSize;
+                _parentFlusher.EnsureRoomForOneMore();
+                _parentFlusher.IssueTlbFlush(Pte.IsHostCopy(first) ? _parent.MirrorOf(va, len, first)!.Value : TlbFlushOp.ForProtect(va, len, Pte.HostProt(first)));
+            }
+            _parent.AddRefs(after);
         }
 
         internal void DiscardParent() => _parentFlusher.Discard();

@@ -165,44 +165,14 @@ public sealed partial class VmSpace
     }
 
     /// <summary>Queues a new space's mappings of a snapshot's leaves, taking a reference on each tracked frame.</summary>
-    private sealed class SnapshotMirror(VmSpace space) : IFrozenNodeVisitor
+    private sealed class SnapshotMirror(VmSpace space) : INodeForkVisitor
     {
         private readonly TlbFlusher _flusher = space.NewFlusher();
 
-        public void Leaves(ulong vaBase, ReadOnlySpan<ulong> entries)
+        public void Leaves(ulong vaBase, ReadOnlySpan<ulong> before, ReadOnlySpan<ulong> after)
         {
-            // Runs of tracked frames contiguous in the file with one protection are one mapping
-            // each; anything else goes entry by entry. References last, when nothing can refuse.
-            const ulong hostBits = Pte.Readable | Pte.Writable | Pte.NoExec | Pte.HostCopy;
-            int i = 0;
-            while (i < entries.Length)
-            {
-                ulong e = entries[i];
-                if (e == 0)
-                {
-                    i++;
-                    continue;
-                }
-                int start = i;
-                if (!Pte.IsUntracked(e))
-                {
-                    for (i++; i < entries.Length && entries[i] != 0 && !Pte.IsUntracked(entries[i])
-                         && Pte.Paddr(entries[i]) == Pte.Paddr(e) + (ulong)(i - start) * Paging.PageSize
-                         && (entries[i] & hostBits) == (e & hostBits); i++)
-                    {
-                    }
-                }
-                else
-                {
-                    i++;
-                }
-                ulong va = vaBase + (ulong)start * Paging.PageSize;
-                _flusher.EnsureRoomForOneMore();
-                _flusher.IssueTlbFlush(space.MirrorOf(va, (ulong)(i - start) * Paging.PageSize, e)
-                    ?? throw new InvalidOperationException($"no I/O memory of the snapshot holds 0x{Pte.Paddr(e):x}"));
-            }
-            foreach (ulong e in entries)
-                if (e != 0 && !Pte.IsUntracked(e)) space.Pool.AddRef(Pte.Paddr(e));
+            space.IssueMirrorRuns(_flusher, vaBase, after);
+            space.AddRefs(after); // last, when nothing can refuse
         }
 
         public void Leaf(ulong va, ulong size, ulong before, ulong after)
