@@ -13,10 +13,17 @@ public sealed partial class AddressSpace
     /// its frame shared with the snapshot. The space goes on as before; a later
     /// <see cref="Reset"/> to the snapshot costs only what changed from now on.
     /// </summary>
-    /// <remarks>Waits for faults being resolved and for cursors of other threads.</remarks>
+    /// <remarks>
+    /// Waits for faults being resolved and for cursors of other threads. Where the space uses host
+    /// copies (<see cref="VmSpaceOptions.HostCopies"/>), its writable private pages become host copies
+    /// of the snapshot's frames instead of losing W: the host copies each on its first write. Host
+    /// copies the space held already get frames of their own first, so the snapshot holds every
+    /// page's contents in frames.
+    /// </remarks>
     /// <exception cref="ObjectDisposedException">The address space was disposed.</exception>
     /// <exception cref="UVmException"><see cref="UVmError.HostMappingLimit"/>: write-protecting would pass the
-    /// host-mapping budget (nothing changed); <see cref="UVmError.HostNoMemory"/> or <see cref="UVmError.HostRefused"/>:
+    /// host-mapping budget (nothing changed, but host copies may have become frames of the space's own);
+    /// <see cref="UVmError.NoMemory"/>: no frame for a host copy (nothing changed); <see cref="UVmError.HostNoMemory"/> or <see cref="UVmError.HostRefused"/>:
     /// the host refused (the space keeps working, its private pages copy-on-write, the host mirroring them).</exception>
     /// <exception cref="InvalidOperationException">The calling thread holds a cursor of the space (nothing changed).</exception>
     public VmSnapshot Snapshot()
@@ -49,13 +56,16 @@ public sealed partial class AddressSpace
     /// it is: pages written before the reset stay listed until <see cref="ResetWriteWatch"/>, and
     /// the pages the reset puts back are write-protected, so their next write is seen.
     /// </remarks>
-    /// <returns>The pages the reset compared with the snapshot (those that may have changed).</returns>
+    /// <returns>The pages the reset compared with the snapshot (those that may have changed), the pages the host
+    /// copied since (host copies, see <see cref="VmSpaceOptions.HostCopies"/>: found with <c>PAGEMAP_SCAN</c> and dropped) included.</returns>
     /// <exception cref="ArgumentNullException"><paramref name="snapshot"/> is null.</exception>
     /// <exception cref="ArgumentException">The snapshot is of a space of another size or pool.</exception>
     /// <exception cref="ObjectDisposedException">The address space or the snapshot was disposed.</exception>
     /// <exception cref="UVmException"><see cref="UVmError.HostMappingLimit"/>, <see cref="UVmError.HostNoMemory"/> or
     /// <see cref="UVmError.HostRefused"/>: refused; the address space is exactly as it was.</exception>
-    /// <exception cref="InvalidOperationException">The calling thread holds a cursor of the space (nothing changed).</exception>
+    /// <exception cref="InvalidOperationException">The calling thread holds a cursor of the space (nothing changed); or
+    /// the host refused twice to drop the copies it made, after the rest of the reset was done (those pages keep
+    /// what the guest wrote; a later reset drops them).</exception>
     public int Reset(VmSnapshot snapshot)
     {
         ArgumentNullException.ThrowIfNull(snapshot);

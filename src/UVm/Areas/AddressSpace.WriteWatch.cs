@@ -15,11 +15,13 @@ public sealed partial class AddressSpace
     /// page, resolved one page at a time (fault-around does not give write access to watched
     /// pages nobody wrote).
     /// </summary>
-    /// <remarks>Removes write access from the range's mapped pages now, one host call per run.</remarks>
+    /// <remarks>Removes write access from the range's mapped pages now, one host call per run. The space
+    /// stops using host copies (<see cref="VmSpaceOptions.HostCopies"/>) for good, since the watch must see every
+    /// first write: the copies it holds get frames of their own (contents unchanged) before anything else.</remarks>
     /// <exception cref="ArgumentException">The range is not page aligned.</exception>
     /// <exception cref="UVmException"><see cref="UVmError.InvalidArgs"/>: empty or past the space;
-    /// <see cref="UVmError.HostMappingLimit"/>, <see cref="UVmError.HostNoMemory"/> or <see cref="UVmError.HostRefused"/>:
-    /// refused (the pages keep their rights and the watch its old state: nothing changed).</exception>
+    /// <see cref="UVmError.NoMemory"/>, <see cref="UVmError.HostMappingLimit"/>, <see cref="UVmError.HostNoMemory"/> or <see cref="UVmError.HostRefused"/>:
+    /// refused (the pages keep their rights and contents and the watch its old state; host copies may have become frames).</exception>
     /// <exception cref="ObjectDisposedException">The address space was disposed.</exception>
     /// <exception cref="InvalidOperationException">The calling thread holds a cursor of the space that the range's needs (nothing changed).</exception>
     public void ResetWriteWatch(VaddrRange range)

@@ -233,8 +233,14 @@ public sealed partial class AddressSpace : IDisposable
 
     /// <summary>
     /// Forks the address space copy-on-write: the child has the same areas and mappings, every
-    /// private frame shared read-only by both until one of them writes it; nothing is copied now.
+    /// private frame shared read-only by both until one of them writes it; nothing is copied now,
+    /// but the pages the host copied (host copies of a snapshot's pages, see
+    /// <see cref="VmSpaceOptions.HostCopies"/>), which get frames of their own first.
     /// </summary>
+    /// <exception cref="ObjectDisposedException">The address space was disposed.</exception>
+    /// <exception cref="UVmException"><see cref="UVmError.NoMemory"/> (no frame for a host copy), <see cref="UVmError.HostMappingLimit"/>,
+    /// <see cref="UVmError.HostNoMemory"/> or <see cref="UVmError.HostRefused"/>: refused; the address space has its contents,
+    /// areas and mappings as before (its host copies may have become frames of its own).</exception>
     public AddressSpace Fork()
     {
         ThrowIfDisposed();
