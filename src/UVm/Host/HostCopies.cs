@@ -19,7 +19,7 @@ namespace UVm.Host;
 /// </remarks>
 internal static unsafe class HostCopies
 {
-    private static readonly Lazy<Files?> s_files = new(Probe);
+    private static readonly Lazy<Files?> s_files = new(() => HostRefusal.Unrefused(Probe));
 
     private sealed record Files(int Pagemap, int Mem, int Pidfd);
 

@@ -31,6 +31,23 @@ internal static class HostRefusal
 {
     private static Plan? s_plan;
 
+    /// <summary>Set while the calling thread makes calls that are UVm's own checks of the host, never refused (see <see cref="Unrefused"/>).</summary>
+    [ThreadStatic]
+    private static bool t_unrefused;
+
+    /// <summary>
+    /// Runs <paramref name="probe"/> with no refusal on the calling thread: for the one-time
+    /// checks of what the host supports, whose answer is kept for the process and must not
+    /// depend on a test's refusal armed when they happen to run.
+    /// </summary>
+    internal static T Unrefused<T>(Func<T> probe)
+    {
+        bool was = t_unrefused;
+        t_unrefused = true;
+        try { return probe(); }
+        finally { t_unrefused = was; }
+    }
+
     internal sealed class Plan(HostCallSite site, int errno, int skip, int count, int threadId)
     {
         internal readonly HostCallSite Site = site;
@@ -45,7 +62,7 @@ internal static class HostRefusal
     internal static bool Refuses(HostCallSite site)
     {
         Plan? plan = Volatile.Read(ref s_plan);
-        if (plan == null || plan.Site != site || plan.ThreadId != Environment.CurrentManagedThreadId) return false;
+        if (plan == null || plan.Site != site || plan.ThreadId != Environment.CurrentManagedThreadId || t_unrefused) return false;
         if (plan.Skip > 0)
         {
             plan.Skip--;
