@@ -32,7 +32,13 @@ public sealed partial class AddressSpace
         _lock.EnterWriteLock();
         try
         {
-            TableSnapshot table = Space.CaptureTable();
+            // Private pages may become host copies; shared memory (linear frames) stays shared.
+            VmArea? last = null;
+            TableSnapshot table = Space.CaptureTable(va =>
+            {
+                if (last == null || !last.Range.Contains(va)) last = _areas.TryFind(va, out VmArea? area) ? area : null;
+                return last is { Backend.HasPrivatePages: true };
+            });
             return new VmSnapshot(table, _areas.ToArray(), _faultAround, Space.SameShape());
         }
         finally

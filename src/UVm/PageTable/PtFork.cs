@@ -43,14 +43,15 @@ internal static class PtFork
     /// locked while copied; the child table is not yet shared with anybody and needs no lock.
     /// </summary>
     /// <remarks>
-    /// With <paramref name="hostCopies"/> (a snapshot of a space that uses host copies) a
-    /// writable tracked leaf keeps W and becomes a host copy in both tables instead of losing W.
+    /// With <paramref name="hostCopyAt"/> (a snapshot of a space that uses host copies) a
+    /// writable tracked leaf at an address it accepts (a private page) keeps W and becomes a host
+    /// copy in both tables instead of losing W.
     /// The parent holds no host copy when this is called. If the visitor throws, the parent's
     /// entries already changed get their old value back before the exception goes on (the
     /// cursor's guard still shuts everyone else out), so the parent's table is as before; the
     /// child table is left half-built for the caller to drop.
     /// </remarks>
-    internal static void CopyOnWrite(PtCursor parent, PageTable child, IForkVisitor visitor, bool hostCopies = false)
+    internal static void CopyOnWrite(PtCursor parent, PageTable child, IForkVisitor visitor, Func<ulong, bool>? hostCopyAt = null)
     {
         System.Diagnostics.Debug.Assert(parent.BarrierStart == 0 && parent.Va == 0);
         int guardLevel = parent.GuardLevel;
@@ -64,7 +65,7 @@ internal static class PtFork
         var writeProtected = new List<(PtNode Node, ulong[] Mask)>();
         try
         {
-            CopyNode(parent.GuardNode, dst, guardLevel, 0, child, visitor, writeProtected, lockSource: true, hostCopies ? Share.HostCopy : Share.WriteProtect);
+            CopyNode(parent.GuardNode, dst, guardLevel, 0, child, visitor, writeProtected, lockSource: true, hostCopyAt != null ? Share.HostCopy : Share.WriteProtect, hostCopyAt);
         }
         catch
         {
@@ -92,7 +93,7 @@ internal static class PtFork
     {
         System.Diagnostics.Debug.Assert(frozen.Size == child.Size && child.Root.ValidCount == 0);
         CopyNode(frozen.Root, child.Root, Paging.NrLevels, 0, child, visitor, new List<(PtNode, ulong[])>(), lockSource: false,
-            hostCopies ? Share.Frozen : Share.FrozenWithoutHostCopies);
+            hostCopies ? Share.Frozen : Share.FrozenWithoutHostCopies, null);
     }
 
     /// <summary>What a copy makes of a tracked leaf.</summary>
@@ -100,7 +101,7 @@ internal static class PtFork
     {
         /// <summary>A fork's: W removed in both tables.</summary>
         WriteProtect,
-        /// <summary>A snapshot's of a space with host copies: a writable leaf becomes a host copy, W kept.</summary>
+        /// <summary>A snapshot's of a space with host copies: a writable leaf of a private page becomes a host copy, W kept; any other loses W.</summary>
         HostCopy,
         /// <summary>From a frozen table, as it is.</summary>
         Frozen,
@@ -108,26 +109,26 @@ internal static class PtFork
         FrozenWithoutHostCopies,
     }
 
-    private static ulong Shared(ulong pte, Share share)
+    private static ulong Shared(ulong pte, Share share, ulong va, Func<ulong, bool>? hostCopyAt)
     {
         if (Pte.IsUntracked(pte)) return pte;
         return share switch
         {
             Share.WriteProtect => pte & ~Pte.Writable,
-            Share.HostCopy => (pte & Pte.Writable) != 0 ? pte | Pte.HostCopy : pte,
+            Share.HostCopy => (pte & Pte.Writable) == 0 ? pte : hostCopyAt!(va) ? pte | Pte.HostCopy : pte & ~Pte.Writable,
             Share.Frozen => pte,
             _ => Pte.IsHostCopy(pte) ? pte & ~(Pte.HostCopy | Pte.Writable) : pte,
         };
     }
 
     private static void CopyNode(PtNode src, PtNode dst, int level, ulong vaBase, PageTable child, IForkVisitor visitor,
-        List<(PtNode, ulong[])> writeProtected, bool lockSource, Share share)
+        List<(PtNode, ulong[])> writeProtected, bool lockSource, Share share, Func<ulong, bool>? hostCopyAt)
     {
         ulong size = Paging.SizeAt(level);
         ulong[]? mask = null; // entries of src this call write-protected, to undo a refused fork
         try
         {
-            CopyEntries(src, dst, level, vaBase, size, child, visitor, writeProtected, lockSource, share, ref mask);
+            CopyEntries(src, dst, level, vaBase, size, child, visitor, writeProtected, lockSource, share, hostCopyAt, ref mask);
         }
         finally
         {
@@ -136,7 +137,7 @@ internal static class PtFork
     }
 
     private static void CopyEntries(PtNode src, PtNode dst, int level, ulong vaBase, ulong size, PageTable child, IForkVisitor visitor,
-        List<(PtNode, ulong[])> writeProtected, bool lockSource, Share share, ref ulong[]? mask)
+        List<(PtNode, ulong[])> writeProtected, bool lockSource, Share share, Func<ulong, bool>? hostCopyAt, ref ulong[]? mask)
     {
         if (level == 1 && visitor is INodeForkVisitor nodes)
         {
@@ -146,7 +147,7 @@ internal static class PtFork
             {
                 ulong pte = src.Ptes[i];
                 System.Diagnostics.Debug.Assert(!lockSource || !Pte.IsHostCopy(pte), "host copies are dissolved before a fork or a snapshot");
-                after[i] = Pte.IsPresent(pte) ? Shared(pte, share) : 0;
+                after[i] = Pte.IsPresent(pte) ? Shared(pte, share, vaBase + (ulong)i * Paging.PageSize, hostCopyAt) : 0;
             }
             nodes.Leaves(vaBase, src.Ptes, after);
             for (int i = 0; i < Paging.EntriesPerNode; i++)
@@ -175,7 +176,7 @@ internal static class PtFork
                     if (srcChild.ValidCount == 0) continue;
                     PtNode dstChild = child.NewNode(level - 1);
                     dst.SetChild(i, dstChild);
-                    CopyNode(srcChild, dstChild, level - 1, va, child, visitor, writeProtected, lockSource, share);
+                    CopyNode(srcChild, dstChild, level - 1, va, child, visitor, writeProtected, lockSource, share, hostCopyAt);
                 }
                 finally
                 {
@@ -184,7 +185,7 @@ internal static class PtFork
                 continue;
             }
             System.Diagnostics.Debug.Assert(!lockSource || !Pte.IsHostCopy(pte), "host copies are dissolved before a fork or a snapshot");
-            ulong shared = Shared(pte, share);
+            ulong shared = Shared(pte, share, va, hostCopyAt);
             visitor.Leaf(va, size, pte, shared);
             if (shared != pte && lockSource)
             {

@@ -26,7 +26,7 @@ public sealed partial class VmSpace
         DissolveHostCopies(stop: false); // the child shares frames, so every page's contents must be in one
         var child = new VmSpace(SameShape());
         child._pageFaultHandler = Volatile.Read(ref _pageFaultHandler);
-        CopyTableOnWrite(child._pt, child, child.KeepIoMem, copied: null, halfMade: child, hostCopies: false);
+        CopyTableOnWrite(child._pt, child, child.KeepIoMem, copied: null, halfMade: child, hostCopyAt: null);
         return child;
     }
 
@@ -34,7 +34,7 @@ public sealed partial class VmSpace
     /// The one copy-on-write copy of this space's table, for a fork and for a snapshot: locks the
     /// whole table, hands every I/O region to <paramref name="keepIoMem"/>, copies the tree into
     /// <paramref name="copy"/> (frames shared, write access removed from tracked leaves here, or
-    /// with <paramref name="hostCopies"/> writable leaves made host copies), mirrors this space's
+    /// writable leaves of the pages <paramref name="hostCopyAt"/> accepts made host copies), mirrors this space's
     /// host and the <paramref name="child"/>'s if there is one, and calls <paramref name="copied"/>
     /// while the table is still held. The space holds no host copy (they were dissolved).
     /// </summary>
@@ -45,7 +45,7 @@ public sealed partial class VmSpace
     /// <paramref name="halfMade"/> (the child or the snapshot: its frame references are exactly
     /// those of the leaves it got) is disposed and the exception goes on.
     /// </remarks>
-    private void CopyTableOnWrite(PageTable.PageTable copy, VmSpace? child, Action<IoMem> keepIoMem, Action? copied, IDisposable halfMade, bool hostCopies)
+    private void CopyTableOnWrite(PageTable.PageTable copy, VmSpace? child, Action<IoMem> keepIoMem, Action? copied, IDisposable halfMade, Func<ulong, bool>? hostCopyAt)
     {
         PtCursor cursor;
         try
@@ -65,8 +65,8 @@ public sealed partial class VmSpace
             {
                 foreach (IoMem io in _ioMems) keepIoMem(io);
             }
-            if (hostCopies) HoldsHostCopies();
-            PtFork.CopyOnWrite(cursor, copy, visitor, hostCopies);
+            if (hostCopyAt != null) HoldsHostCopies();
+            PtFork.CopyOnWrite(cursor, copy, visitor, hostCopyAt);
             done = true;
             visitor.Dispatch();
             copied?.Invoke();

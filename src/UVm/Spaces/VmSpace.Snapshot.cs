@@ -13,8 +13,9 @@ public sealed partial class VmSpace
     /// <summary>
     /// Freezes this space's table into a new snapshot: every tracked frame gets a reference of
     /// the snapshot's and loses write access here (copy-on-write, as after a fork; nothing is
-    /// copied), or, when the space uses host copies, a writable one becomes a host copy here and
-    /// in the snapshot. I/O memory is kept open. From now on the space logs its changes against it.
+    /// copied), or, when the space uses host copies, a writable one of a private page
+    /// (<paramref name="isPrivate"/>: not shared memory such as linear frames, whose writes must
+    /// reach their frames) becomes a host copy here and in the snapshot. I/O memory is kept open. From now on the space logs its changes against it.
     /// Host copies the space held are dissolved first (their contents go to frames).
     /// </summary>
     /// <remarks>Waits for live cursors of other threads; the calling thread must hold none of this space.</remarks>
@@ -22,13 +23,13 @@ public sealed partial class VmSpace
     /// <exception cref="UVmException"><see cref="UVmError.HostMappingLimit"/>: write-protecting would pass the
     /// budget (the space is left exactly as it was); <see cref="UVmError.HostNoMemory"/> or
     /// <see cref="UVmError.HostRefused"/>: the host refused the write-protection (the space keeps write-protected entries).</exception>
-    internal TableSnapshot CaptureTable()
+    internal TableSnapshot CaptureTable(Func<ulong, bool> isPrivate)
     {
         ThrowIfDisposed();
         DissolveHostCopies(stop: false);
         var snapshot = new TableSnapshot(Pool, Size);
         CopyTableOnWrite(snapshot.Table, child: null, snapshot.Keep, copied: () => (_pt.Changes ??= new PtChangeLog()).Clear(snapshot), halfMade: snapshot,
-            hostCopies: UsesHostCopies);
+            hostCopyAt: UsesHostCopies ? isPrivate : null);
         return snapshot;
     }
 
