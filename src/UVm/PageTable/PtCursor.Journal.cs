@@ -72,6 +72,17 @@ internal sealed partial class PtCursor
         ForgetJournal();
     }
 
+    /// <summary>Whether a change recorded since the last commit replaced or made a host copy (a run's entries share their bits).</summary>
+    internal bool JournalTouchesHostCopies()
+    {
+        static bool Touches(in PtChange c) => c.Count > 0 && (Pte.IsHostCopy(c.Old) || Pte.IsHostCopy(c.New));
+        if (Touches(_firstChange)) return true;
+        if (_moreChanges != null)
+            foreach (PtChange c in _moreChanges)
+                if (Touches(c)) return true;
+        return false;
+    }
+
     private void ForgetJournal()
     {
         _firstChange = default;

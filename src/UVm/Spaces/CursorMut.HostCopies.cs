@@ -22,6 +22,11 @@ public sealed partial class CursorMut
     {
         _kept = null;
         if (!_space.MayHoldHostCopies) return;
+        // Only a batch that maps host copies, or changes entries that were or become host copies,
+        // covers any (a fault that fills a hole, say, does not).
+        bool maps = false;
+        foreach (TlbFlushOp op in batch) maps |= op.HostCopy;
+        if (!maps && !_pt.JournalTouchesHostCopies()) return;
         var written = new List<(ulong Start, ulong End)>();
         ulong start = 0, end = 0;
         foreach (TlbFlushOp op in batch)
