@@ -84,13 +84,14 @@ public sealed partial class AddressSpace
             snapshot.Table.EnterUse();
             try
             {
-                int compared = Space.ResetTo(snapshot.Table);
+                (int compared, InvalidOperationException? dropRefused) = Space.ResetTo(snapshot.Table);
                 if (!_areas.SameAs(snapshot.Areas))
                 {
                     _areas.ReplaceAll(snapshot.Areas);
                     _kinds.Refresh(_areas);
                     _chunks.ReleaseUnused(new VaddrRange(0, Space.Size), _areas.Overlaps);
                 }
+                if (dropRefused != null) throw dropRefused; // the areas are the snapshot's, as the table is
                 return compared;
             }
             finally

@@ -157,7 +157,9 @@ public sealed partial class AddressSpace : IDisposable
     /// every frame mapped there is released after the host no longer maps it. Holes are fine.
     /// </summary>
     /// <exception cref="ArgumentException">The range is not page aligned.</exception>
-    /// <exception cref="UVmException"><see cref="UVmError.InvalidArgs"/>: empty or past the space.</exception>
+    /// <exception cref="UVmException"><see cref="UVmError.InvalidArgs"/>: empty or past the space;
+    /// <see cref="UVmError.HostMappingLimit"/>, <see cref="UVmError.HostNoMemory"/> or <see cref="UVmError.HostRefused"/>:
+    /// refused (areas, pages and contents as before).</exception>
     public void Unmap(VaddrRange range)
     {
         CheckRange(range);
@@ -279,9 +281,21 @@ public sealed partial class AddressSpace : IDisposable
 
     private void UnmapLocked(VaddrRange range)
     {
+        VmArea[] before = _areas.ToArray();
         _areas.Remove(range);
-        if (!_kinds.IsEmpty) _kinds.Refresh(_areas);
-        using (CursorMut c = Space.CursorMut(range)) c.Unmap(range.Length);
+        try
+        {
+            using (CursorMut c = Space.CursorMut(range)) c.Unmap(range.Length);
+        }
+        catch
+        {
+            _areas.ReplaceAll(before); // refused: the table maps what it mapped, so the areas stay
+            throw;
+        }
+        finally
+        {
+            if (!_kinds.IsEmpty) _kinds.Refresh(_areas);
+        }
         _chunks.ReleaseUnused(range, _areas.Overlaps);
     }
 

@@ -144,8 +144,10 @@ public sealed class TlbFlusher
             }
             catch (Exception refusal) when (refusal is UVmException or InvalidOperationException)
             {
-                // Nothing reached the host: the table goes back, the host stays as it is.
+                // Nothing of the batch reached the host: the table goes back, and so do the rights
+                // the journal took away to read the host copies under the batch.
                 Journal.Undo([]);
+                Journal.Refilled();
                 ForgetBatch();
                 throw;
             }
@@ -272,7 +274,7 @@ internal interface IFlushJournal
     /// </summary>
     void Preserve(List<TlbFlushOp> batch);
 
-    /// <summary>A refused batch's ranges were refilled from the restored table: put back what <see cref="Preserve"/> kept.</summary>
+    /// <summary>A refused batch's ranges were refilled from the restored table (or <see cref="Preserve"/> refused it): put back what <see cref="Preserve"/> kept and took.</summary>
     void Refilled();
 
     /// <summary>The batch reached the host: forget it.</summary>

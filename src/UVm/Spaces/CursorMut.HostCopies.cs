@@ -12,34 +12,41 @@ public sealed partial class CursorMut
     /// <summary>The host copies the batch in flight covers, with their contents, kept until it is committed.</summary>
     private List<(ulong Va, byte[] Contents)>? _kept;
 
+    /// <summary>The ranges of the batch in flight made inaccessible on the host while it is applied.</summary>
+    private List<(ulong Start, ulong End)>? _tightened;
+
     /// <summary>
     /// A refused batch is undone by mapping the restored table again over every range it touched,
     /// which would drop the host's copies there (a private mapping starts over from its frame).
-    /// So before a batch reaches the host, the contents of the copies under it are read, to be
-    /// written back if it is refused.
+    /// So before a batch that covers host copies reaches the host, its ranges lose every right on
+    /// the host (a write meanwhile faults and waits for this cursor, so none slips between the
+    /// read and the batch), and the contents of the copies under it are read, to be written back
+    /// if it is refused. Applied, every operation gives its range its new state.
     /// </summary>
     void IFlushJournal.Preserve(List<TlbFlushOp> batch)
     {
         _kept = null;
+        _tightened = null;
         if (!_space.MayHoldHostCopies) return;
         // Only a batch that maps host copies, or changes entries that were or become host copies,
         // covers any (a fault that fills a hole, say, does not).
         bool maps = false;
         foreach (TlbFlushOp op in batch) maps |= op.HostCopy;
         if (!maps && !_pt.JournalTouchesHostCopies()) return;
-        var written = new List<(ulong Start, ulong End)>();
-        ulong start = 0, end = 0;
+        var ranges = new List<(ulong Start, ulong End)>();
         foreach (TlbFlushOp op in batch)
         {
-            if (op.Va <= end && end != 0)
-            {
-                end = Math.Max(end, op.Va + op.Length);
-                continue;
-            }
-            if (end != 0) _space.FindHostCopies(start, end, written);
-            (start, end) = (op.Va, op.Va + op.Length);
+            if (ranges.Count > 0 && op.Va <= ranges[^1].End) ranges[^1] = (ranges[^1].Start, Math.Max(ranges[^1].End, op.Va + op.Length));
+            else ranges.Add((op.Va, op.Va + op.Length));
         }
-        if (end != 0) _space.FindHostCopies(start, end, written);
+        _tightened = [];
+        foreach ((ulong s, ulong e) in ranges)
+        {
+            if (Libc.Mprotect(_space.HostBase + (nint)s, (nuint)(e - s), Libc.PROT_NONE) != 0) HostCall.Fail("mprotect before a batch over host copies");
+            _tightened.Add((s, e));
+        }
+        var written = new List<(ulong Start, ulong End)>();
+        foreach ((ulong s, ulong e) in ranges) _space.FindHostCopies(s, e, written);
         if (written.Count == 0) return;
         _kept = [];
         foreach ((ulong s, ulong e) in written)
@@ -53,16 +60,40 @@ public sealed partial class CursorMut
         }
     }
 
+    /// <summary>
+    /// After a refused batch (the table restored, the ranges the host had changed mapped again
+    /// from it): every range <see cref="IFlushJournal.Preserve"/> made inaccessible gets the
+    /// table's rights back, and the host copies it kept are written back. Best effort: a range
+    /// the host refuses stays less permissive than the table, and a fault refills it.
+    /// </summary>
     void IFlushJournal.Refilled()
     {
-        if (_kept == null) return;
-        foreach ((ulong va, byte[] contents) in _kept)
+        if (_tightened != null)
         {
-            _pt.Jump(va);
-            PtSlot slot = _pt.Query();
-            if (slot.IsMapped && Pte.IsHostCopy(slot.Entry)) HostCopies.WritePage(_space.HostBase, va, contents);
+            foreach ((ulong s, ulong e) in _tightened)
+            {
+                _pt.Jump(s);
+                while (_pt.Va < e && _pt.FindNext(e - _pt.Va) is not null)
+                {
+                    PtSlot slot = _pt.Query();
+                    ulong from = Math.Max(slot.Va, s), to = Math.Min(slot.Va + slot.Size, e);
+                    Libc.Mprotect(_space.HostBase + (nint)from, (nuint)(to - from), Pte.HostProt(slot.Entry));
+                    if (to >= e) break;
+                    _pt.MoveForward();
+                }
+            }
+        }
+        if (_kept != null)
+        {
+            foreach ((ulong va, byte[] contents) in _kept)
+            {
+                _pt.Jump(va);
+                PtSlot slot = _pt.Query();
+                if (slot.IsMapped && Pte.IsHostCopy(slot.Entry)) HostCopies.WritePage(_space.HostBase, va, contents);
+            }
         }
         _kept = null;
+        _tightened = null;
     }
 
     /// <summary>

@@ -35,6 +35,7 @@ public sealed partial class CursorMut : Cursor, IFlushJournal
     {
         _pt.CommitJournal();
         _kept = null;
+        _tightened = null;
     }
 
     List<TlbFlushOp> IFlushJournal.Undo(List<TlbFlushOp> reset)

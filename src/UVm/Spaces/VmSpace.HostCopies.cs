@@ -47,17 +47,20 @@ public sealed partial class VmSpace
     internal void DissolveHostCopies(bool stop)
     {
         ThrowIfDisposed();
-        if (stop) _hostCopiesOff = true; // from here no snapshot path makes new ones
-        if (!_mayHoldHostCopies) return;
-        var c = new CursorMut(this, LockTable(0, Size, mutable: true), NewFlusher());
-        try
+        if (_mayHoldHostCopies)
         {
-            DissolveLocked(c);
+            var c = new CursorMut(this, LockTable(0, Size, mutable: true), NewFlusher());
+            try
+            {
+                DissolveLocked(c);
+            }
+            finally
+            {
+                c.Dispose();
+            }
         }
-        finally
-        {
-            c.Dispose();
-        }
+        // From here no snapshot path makes new ones (the caller holds off every snapshot path meanwhile).
+        if (stop) _hostCopiesOff = true;
     }
 
     /// <summary><see cref="DissolveHostCopies"/> under a cursor over the whole table.</summary>

@@ -80,8 +80,9 @@ public sealed partial class VmSpace
     /// <exception cref="ObjectDisposedException">The space was disposed.</exception>
     /// <exception cref="UVmException"><see cref="UVmError.HostMappingLimit"/>, <see cref="UVmError.HostNoMemory"/>
     /// or <see cref="UVmError.HostRefused"/>: refused; nothing changed.</exception>
-    /// <returns>The pages compared.</returns>
-    internal int ResetTo(TableSnapshot snapshot)
+    /// <returns>The pages compared, and the failure to drop the host copies if the host refused that
+    /// twice (the rest of the reset is done then; the caller finishes its part and throws it).</returns>
+    internal (int Compared, InvalidOperationException? DropRefused) ResetTo(TableSnapshot snapshot)
     {
         ThrowIfDisposed();
         var c = new CursorMut(this, LockTable(0, Size, mutable: true), NewFlusher());
@@ -116,8 +117,16 @@ public sealed partial class VmSpace
             c.Flusher.DispatchTlbFlush(); // refused: the whole batch is undone, host copies under it written back
             log.Clear(snapshot);
             // Last, as it cannot be taken back: the copies go, and their pages read the snapshot's frames again.
-            DropHostCopies(written);
-            return pages.Count + HostCopiesBeyond(written, pages);
+            InvalidOperationException? refused = null;
+            try
+            {
+                DropHostCopies(written);
+            }
+            catch (InvalidOperationException e)
+            {
+                refused = e;
+            }
+            return (pages.Count + HostCopiesBeyond(written, pages), refused);
         }
         finally
         {
