@@ -662,6 +662,36 @@ public sealed class SnapshotHostCopies : HostCopyFixture
         AssertHostMirrors(Parent);
     }
 
+    // ---- many copies ------------------------------------------------------------------------------
+
+    /// <summary>
+    /// More separate runs of copies than one <c>PAGEMAP_SCAN</c> call returns (256 regions) and
+    /// than one <c>process_madvise</c> call takes (1024 ranges): every one is found, counted and dropped.
+    /// </summary>
+    [Test]
+    public void Reset_finds_counts_and_drops_more_separate_copies_than_one_scan_or_one_drop_call_takes()
+    {
+        const int Runs = 1100;
+        ulong area = Parent.Map(2 * Runs * Page, Populated, At(2 * MiB));
+        VmSnapshot snapshot = Track(Parent.Snapshot());
+        long frames = Pool.FramesInUse;
+        var counters = Counters(Parent);
+        for (ulong i = 0; i < Runs; i++) WriteU64(Parent, area + 2 * i * Page, i + 1); // every other page: 1100 runs of one page
+
+        Assert.That(Counters(Parent), Is.EqualTo(counters), "no fault");
+        List<ulong> copied = CopiedPages(Parent, Span(area, 2 * Runs * Page));
+        Assert.That(copied, Has.Count.EqualTo(Runs), "every copy is found");
+        Assert.That(copied, Is.EqualTo(Enumerable.Range(0, Runs).Select(i => area + 2 * (ulong)i * Page)));
+
+        Assert.That(Parent.Reset(snapshot), Is.EqualTo(Runs), "every copy counted once");
+
+        Assert.That(CopiedPages(Parent, Span(area, 2 * Runs * Page)), Is.Empty, "every copy dropped");
+        Assert.That(Pool.FramesInUse, Is.EqualTo(frames));
+        for (ulong i = 0; i < Runs; i++) Assert.That(HostU64(Parent, area + 2 * i * Page), Is.Zero, $"page {2 * i}");
+        AssertHostMirrors(Parent);
+        Parent.Unmap(Span(area, 2 * Runs * Page));
+    }
+
     // ---- backends --------------------------------------------------------------------------------
 
     /// <summary>
@@ -723,5 +753,201 @@ public sealed class SnapshotHostCopies : HostCopyFixture
         Assert.That(Read(Parent, code + 2 * Page, 1), Is.EqualTo(new byte[] { 3 }));
         AssertHostMirrors(Parent);
         Parent.Clear();
+    }
+
+    // ---- 12. random operations against a byte model -------------------------------------------
+
+    /// <summary>What the model holds for the area: two words per page (offsets 0 and 2048) and each page's rights.</summary>
+    private sealed record ByteModel(ulong[] Word0, ulong[] Word1, PageFlags[] Flags)
+    {
+        public static ByteModel New(int pages) => new(new ulong[pages], new ulong[pages], Enumerable.Repeat(PageFlags.RW, pages).ToArray());
+
+        public ByteModel Copy() => new((ulong[])Word0.Clone(), (ulong[])Word1.Clone(), (PageFlags[])Flags.Clone());
+    }
+
+    [Test, CancelAfter(60_000)]
+    public void Random_writes_resets_snapshots_forks_protects_unmaps_and_watches_agree_with_a_byte_model([Values(25)] int cases, [Values(30)] int steps)
+    {
+        int seed = Seeds.For(nameof(Random_writes_resets_snapshots_forks_protects_unmaps_and_watches_agree_with_a_byte_model));
+        var random = new Random(seed);
+        var budget = new LoopBudget("random host-copy cases", TimeSpan.FromSeconds(30));
+        for (int c = 0; c < cases; c++)
+        {
+            budget.Check($"{c} of {cases} cases");
+            RunModelCase(random.Next(), steps, $"seed {seed}, case {c}");
+        }
+    }
+
+    private void RunModelCase(int caseSeed, int steps, string where)
+    {
+        const int N = 16;
+        var random = new Random(caseSeed);
+        using var space = new AddressSpace(new VmSpaceOptions { Size = 64 * MiB, Pool = Pool }) { FaultAroundPages = random.Next(2) == 0 ? 1 : 4 };
+        var snapshots = new List<(VmSnapshot Snapshot, ByteModel Model)>();
+        var done = new List<string>();
+        try
+        {
+            space.Space.Activate();
+            ulong area = space.Map(N * Page, Lazy, At(AreaVa));
+            var model = ByteModel.New(N);
+            for (int p = 0; p < N; p++) WriteWord(space, area, model, p, 0, (ulong)(1000 + p));
+            snapshots.Add((space.Snapshot(), model.Copy()));
+            done.Add("map 16 pages, write each, snapshot 0");
+            bool watching = false, hostCopies = true;
+            var written = new SortedSet<ulong>();
+            var dirty = new HashSet<ulong>(); // pages written since the last step that dissolves or drops the copies
+            for (int step = 0; step < steps; step++)
+            {
+                int kind = random.Next(20);
+                string what;
+                if (kind < 9)
+                {
+                    int p = random.Next(N), word = random.Next(2);
+                    ulong value = (ulong)random.Next(1, 1_000_000);
+                    what = $"write page {p} word {word} = {value}";
+                    bool writable = (model.Flags[p] & PageFlags.W) != 0;
+                    CopyResult r = TryWrite(space, area + (ulong)p * Page + (ulong)word * 2048, BitConverter.GetBytes(value));
+                    Assert.That(r.IsOk, Is.EqualTo(writable), $"{what}: {r.Error} {r.Fault} ({where}: {string.Join("; ", done)})");
+                    if (writable)
+                    {
+                        (word == 0 ? model.Word0 : model.Word1)[p] = value;
+                        if (watching) written.Add(area + (ulong)p * Page);
+                        dirty.Add(area + (ulong)p * Page);
+                    }
+                    else
+                    {
+                        Assert.That(r.Error, Is.EqualTo(UVmError.PageFault), $"{what} ({where})");
+                    }
+                }
+                else if (kind < 11)
+                {
+                    if (snapshots.Count >= 3)
+                    {
+                        snapshots[0].Snapshot.Dispose();
+                        snapshots.RemoveAt(0);
+                    }
+                    snapshots.Add((space.Snapshot(), model.Copy()));
+                    dirty.Clear();
+                    what = $"snapshot (now {snapshots.Count})";
+                }
+                else if (kind < 14)
+                {
+                    int i = random.Next(snapshots.Count);
+                    what = $"reset to snapshot {i}";
+                    space.Reset(snapshots[i].Snapshot);
+                    model = snapshots[i].Model.Copy();
+                    dirty.Clear();
+                    Assert.That(space.Reset(snapshots[i].Snapshot), Is.Zero, $"a second reset ({where}: {string.Join("; ", done)}; {what})");
+                }
+                else if (kind == 14)
+                {
+                    what = "fork";
+                    using (AddressSpace child = space.Fork())
+                    {
+                        AssertModel(child, area, model, $"the child ({where}: {string.Join("; ", done)}; {what})");
+                        int p = Array.FindIndex(model.Flags, f => (f & PageFlags.W) != 0);
+                        if (p >= 0)
+                        {
+                            WriteU64(child, area + (ulong)p * Page, 777);
+                            Assert.That(HostU64(space, area + (ulong)p * Page), Is.EqualTo(model.Word0[p]), $"the child's write stays in the child ({where})");
+                        }
+                        AssertHostMirrors(child);
+                    }
+                    space.Space.Activate();
+                    dirty.Clear();
+                }
+                else if (kind < 17)
+                {
+                    int a = random.Next(N), b = random.Next(a + 1, N + 1);
+                    PageFlags flags = random.Next(3) switch { 0 => PageFlags.R, 1 => PageFlags.None, _ => PageFlags.RW };
+                    what = $"protect pages [{a}, {b}) {flags}";
+                    space.Protect(Span(area + (ulong)a * Page, (ulong)(b - a) * Page), flags);
+                    for (int p = a; p < b; p++) model.Flags[p] = flags;
+                }
+                else if (kind == 17)
+                {
+                    int a = random.Next(N), b = random.Next(a + 1, N + 1);
+                    what = $"unmap pages [{a}, {b}) and map them again";
+                    space.Unmap(Span(area + (ulong)a * Page, (ulong)(b - a) * Page));
+                    space.Map((ulong)(b - a) * Page, Lazy, At(area + (ulong)a * Page));
+                    for (int p = a; p < b; p++)
+                    {
+                        model.Word0[p] = model.Word1[p] = 0;
+                        model.Flags[p] = PageFlags.RW;
+                        dirty.Remove(area + (ulong)p * Page);
+                    }
+                }
+                else if (kind == 18)
+                {
+                    what = "restart the write watch";
+                    space.ResetWriteWatch(Span(area, N * Page));
+                    watching = true;
+                    hostCopies = false;
+                    written.Clear();
+                    dirty.Clear();
+                }
+                else
+                {
+                    int i = random.Next(snapshots.Count);
+                    what = $"instantiate snapshot {i}";
+                    using (AddressSpace instance = snapshots[i].Snapshot.Instantiate())
+                    {
+                        AssertModel(instance, area, snapshots[i].Model, $"an instance ({where}: {string.Join("; ", done)}; {what})");
+                        AssertHostMirrors(instance);
+                    }
+                    space.Space.Activate();
+                }
+                done.Add(what);
+                string at = $"{where}: {string.Join("; ", done)}";
+                AssertModel(space, area, model, at);
+                Assert.That(space.Space.UsesHostCopies, Is.EqualTo(hostCopies), $"host copies in use ({at})");
+                List<ulong> copied = CopiedPages(space, Span(area, N * Page));
+                Assert.That(copied, Is.SubsetOf(dirty), $"only pages written since the last snapshot, reset, fork or watch restart are host copies ({at})");
+                if (!hostCopies)
+                {
+                    Assert.That(copied, Is.Empty, $"no host copy after the watch started ({at})");
+                    Assert.That(PagesOf(Span(area, N * Page)).Where(va => SlotAt(space, va).IsHostCopy), Is.Empty, $"no host-copy entry after the watch started ({at})");
+                }
+                Assert.That(space.WrittenPages(Span(area, N * Page)), Is.EqualTo(watching ? written.ToList() : new List<ulong>()), $"the write watch ({at})");
+            }
+            Assert.That(GuestMemory.MirrorDiffs(space.Space), Is.Empty, $"the host at the end ({where}: {string.Join("; ", done)})");
+        }
+        finally
+        {
+            foreach ((VmSnapshot s, ByteModel _) in snapshots) s.Dispose();
+            Parent.Space.Activate();
+        }
+    }
+
+    private static void WriteWord(AddressSpace space, ulong area, ByteModel model, int page, int word, ulong value)
+    {
+        WriteU64(space, area + (ulong)page * Page + (ulong)word * 2048, value);
+        (word == 0 ? model.Word0 : model.Word1)[page] = value;
+    }
+
+    /// <summary>Every page reads as the model says: through the host (no fault) where mapped, through the guest where readable, and faults where not.</summary>
+    private static void AssertModel(AddressSpace space, ulong area, ByteModel model, string where)
+    {
+        for (int p = 0; p < model.Flags.Length; p++)
+        {
+            ulong va = area + (ulong)p * Page;
+            if (SlotAt(space, va).IsMapped)
+            {
+                Assert.That((HostU64(space, va), HostU64(space, va + 2048)), Is.EqualTo((model.Word0[p], model.Word1[p])), $"page {p}, host view ({where})");
+                Assert.That(SlotAt(space, va).Rights & ~model.Flags[p], Is.EqualTo(PageFlags.None), $"page {p}: the entry grants no more than the area ({where})");
+            }
+            else
+            {
+                Assert.That((model.Word0[p], model.Word1[p]), Is.EqualTo((0UL, 0UL)), $"page {p} is not mapped, so it must be a lazy page never written ({where})");
+            }
+            var first = new byte[8];
+            CopyResult r = TryRead(space, va, first);
+            Assert.That(r.IsOk, Is.EqualTo((model.Flags[p] & PageFlags.R) != 0), $"page {p}: a read of a {model.Flags[p]} page ({where})");
+            if (r.IsOk)
+            {
+                Assert.That(BitConverter.ToUInt64(first), Is.EqualTo(model.Word0[p]), $"page {p}, guest view ({where})");
+                Assert.That(ReadU64(space, va + 2048), Is.EqualTo(model.Word1[p]), $"page {p} word 1, guest view ({where})");
+            }
+        }
     }
 }
