@@ -224,6 +224,30 @@ public sealed class SnapshotHostCopies : HostCopyFixture
         AssertHostMirrors(Parent, a, b);
     }
 
+    [Test]
+    public void An_instance_outlives_its_snapshot_its_copies_still_work_and_a_fork_and_a_reset_elsewhere_handle_them()
+    {
+        (ulong area, VmSnapshot snapshot) = Prepared(Parent);
+        AddressSpace instance = Track(snapshot.Instantiate());
+        snapshot.Dispose();
+        Parent.Reset(Track(Parent.Snapshot())); // the source lets go of nothing the instance needs
+        long frames = Pool.FramesInUse;
+        WriteU64(instance, area + 3 * Page, 33);
+        WriteU64(instance, area + 4 * Page, 44);
+        Assert.That(Pool.FramesInUse, Is.EqualTo(frames), "still copied by the host");
+        Assert.That(CopiedPages(instance, AreaRange), Is.EqualTo(new[] { area + 3 * Page, area + 4 * Page }));
+
+        AddressSpace child = ForkOf(instance);
+        Assert.That(Pool.FramesInUse, Is.EqualTo(frames + 2));
+        AssertArea(child, area, i => i == 3 ? 33 : i == 4 ? 44 : 1000 + i, "the child");
+        VmSnapshot other = Track(Parent.Snapshot());
+        WriteU64(instance, area + 5 * Page, 55);
+        instance.Reset(other); // no log measured from it: every page either maps
+        AssertArea(instance, area, i => 1000 + i, "the instance reset to another snapshot");
+        Assert.That(CopiedPages(instance, AreaRange), Is.Empty);
+        AssertHostMirrors(Parent, instance, child);
+    }
+
     // ---- 2. reset ---------------------------------------------------------------------------
 
     [Test]
