@@ -16,9 +16,9 @@ public sealed partial class AddressSpace
     /// <remarks>
     /// Waits for faults being resolved and for cursors of other threads. Where the space uses host
     /// copies (<see cref="VmSpaceOptions.HostCopies"/>), its writable private pages become host copies
-    /// of the snapshot's frames instead of losing W: the host copies each on its first write. Host
-    /// copies the space held already get frames of their own first, so the snapshot holds every
-    /// page's contents in frames.
+    /// of the snapshot's frames instead of losing W: the host copies each on its first write. Pages
+    /// the host copied already get frames of their own first, so the snapshot holds every page's
+    /// contents in frames; host copies not yet written stay so, their frames shared with it too.
     /// </remarks>
     /// <exception cref="ObjectDisposedException">The address space was disposed.</exception>
     /// <exception cref="UVmException"><see cref="UVmError.HostMappingLimit"/>: write-protecting would pass the

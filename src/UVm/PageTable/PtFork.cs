@@ -46,7 +46,8 @@ internal static class PtFork
     /// With <paramref name="hostCopyAt"/> (a snapshot of a space that uses host copies) a
     /// writable tracked leaf at an address it accepts (a private page) keeps W and becomes a host
     /// copy in both tables instead of losing W.
-    /// The parent holds no host copy when this is called. If the visitor throws, the parent's
+    /// The parent holds no host copy the host copied when this is called (a fork's none at all);
+    /// one it holds stays one, its frame shared with the copy as it is. If the visitor throws, the parent's
     /// entries already changed get their old value back before the exception goes on (the
     /// cursor's guard still shuts everyone else out), so the parent's table is as before; the
     /// child table is left half-built for the caller to drop.
@@ -115,7 +116,7 @@ internal static class PtFork
         return share switch
         {
             Share.WriteProtect => pte & ~Pte.Writable,
-            Share.HostCopy => (pte & Pte.Writable) == 0 ? pte : hostCopyAt!(va) ? pte | Pte.HostCopy : pte & ~Pte.Writable,
+            Share.HostCopy => Pte.IsHostCopy(pte) || (pte & Pte.Writable) == 0 ? pte : hostCopyAt!(va) ? pte | Pte.HostCopy : pte & ~Pte.Writable,
             Share.Frozen => pte,
             _ => Pte.IsHostCopy(pte) ? pte & ~(Pte.HostCopy | Pte.Writable) : pte,
         };
@@ -146,7 +147,7 @@ internal static class PtFork
             for (int i = 0; i < Paging.EntriesPerNode; i++)
             {
                 ulong pte = src.Ptes[i];
-                System.Diagnostics.Debug.Assert(!lockSource || !Pte.IsHostCopy(pte), "host copies are dissolved before a fork or a snapshot");
+                System.Diagnostics.Debug.Assert(!lockSource || share == Share.HostCopy || !Pte.IsHostCopy(pte), "host copies are dissolved before a fork");
                 after[i] = Pte.IsPresent(pte) ? Shared(pte, share, vaBase + (ulong)i * Paging.PageSize, hostCopyAt) : 0;
             }
             nodes.Leaves(vaBase, src.Ptes, after);
@@ -184,7 +185,7 @@ internal static class PtFork
                 }
                 continue;
             }
-            System.Diagnostics.Debug.Assert(!lockSource || !Pte.IsHostCopy(pte), "host copies are dissolved before a fork or a snapshot");
+            System.Diagnostics.Debug.Assert(!lockSource || share == Share.HostCopy || !Pte.IsHostCopy(pte), "host copies are dissolved before a fork");
             ulong shared = Shared(pte, share, va, hostCopyAt);
             visitor.Leaf(va, size, pte, shared);
             if (shared != pte && lockSource)

@@ -138,12 +138,14 @@ public sealed partial class CursorMut
     /// holding the copy's contents (with the entry's rights); a page it did not copy keeps the
     /// shared frame, copy-on-write (without W). Write access is taken from the copies on the
     /// host first, so no write slips between reading a copy and replacing it: a write meanwhile
-    /// faults and waits for the cursor. Queued, not dispatched. Returns the pages dissolved.
+    /// faults and waits for the cursor. With <paramref name="keepUnwritten"/> a page the host did
+    /// not copy stays a host copy (its W on the host given back by the same batch). Queued, not
+    /// dispatched. Returns the host copies left (those kept).
     /// </summary>
     /// <exception cref="UVmException"><see cref="UVmError.NoMemory"/>: no frame for a copy (the batch must be abandoned);
     /// <see cref="UVmError.HostNoMemory"/> or <see cref="UVmError.HostRefused"/>: the host refused to take write access
     /// away or to scan (some copies may have lost W on the host only, which a write's fault gives back).</exception>
-    internal int DissolveHostCopies()
+    internal int DissolveHostCopies(bool keepUnwritten)
     {
         ulong end = _pt.BarrierEnd;
         var copies = new List<PtSlot>();
@@ -158,11 +160,19 @@ public sealed partial class CursorMut
         ProtectHostCopies(copies, Libc.PROT_WRITE, throwIfRefused: true); // write access away
         var written = new List<(ulong Start, ulong End)>();
         _space.FindHostCopies(_pt.BarrierStart, end, written);
-        int w = 0;
+        int w = 0, kept = 0;
         foreach (PtSlot slot in copies)
         {
             while (w < written.Count && written[w].End <= slot.Va) w++;
             bool copied = w < written.Count && written[w].Start < slot.Va + slot.Size;
+            if (!copied && keepUnwritten)
+            {
+                // Stays a host copy: its rights back on the host, in the same batch.
+                _flusher.EnsureRoomForOneMore();
+                _flusher.IssueTlbFlush(TlbFlushOp.ForProtect(slot.Va, slot.Size, Pte.HostProt(slot.Entry)));
+                kept++;
+                continue;
+            }
             ulong entry;
             System.Diagnostics.Debug.Assert(slot.Level == 1, "host copies are base pages of tracked frames");
             if (copied)
@@ -182,6 +192,6 @@ public sealed partial class CursorMut
             _flusher.EnsureRoomForOneMore();
             _flusher.IssueTlbFlush(_space.MirrorOf(slot.Va, slot.Size, entry)!.Value);
         }
-        return copies.Count;
+        return kept;
     }
 }

@@ -37,14 +37,16 @@ public sealed partial class VmSpace
 
     /// <summary>
     /// Dissolves every host copy of the space into ordinary entries (see
-    /// <see cref="CursorMut.DissolveHostCopies"/>), as one batch over the whole table, and with
-    /// <paramref name="stop"/> makes none again. Refused, the table and the contents are as before.
+    /// <see cref="CursorMut.DissolveHostCopies"/>), or with <paramref name="keepUnwritten"/> only
+    /// those the host copied (for a snapshot, which may share the others' frames as they are), as
+    /// one batch over the whole table, and with <paramref name="stop"/> makes none again. Refused,
+    /// the table and the contents are as before.
     /// </summary>
     /// <remarks>Waits for live cursors of other threads; the calling thread must hold none of this space.</remarks>
     /// <exception cref="ObjectDisposedException">The space was disposed.</exception>
     /// <exception cref="UVmException"><see cref="UVmError.NoMemory"/>, <see cref="UVmError.HostMappingLimit"/>,
     /// <see cref="UVmError.HostNoMemory"/> or <see cref="UVmError.HostRefused"/>: refused; nothing changed.</exception>
-    internal void DissolveHostCopies(bool stop)
+    internal void DissolveHostCopies(bool stop, bool keepUnwritten = false)
     {
         ThrowIfDisposed();
         if (_mayHoldHostCopies)
@@ -52,7 +54,7 @@ public sealed partial class VmSpace
             var c = new CursorMut(this, LockTable(0, Size, mutable: true), NewFlusher());
             try
             {
-                DissolveLocked(c);
+                DissolveLocked(c, keepUnwritten);
             }
             finally
             {
@@ -64,14 +66,15 @@ public sealed partial class VmSpace
     }
 
     /// <summary><see cref="DissolveHostCopies"/> under a cursor over the whole table.</summary>
-    private void DissolveLocked(CursorMut c)
+    private void DissolveLocked(CursorMut c, bool keepUnwritten)
     {
         if (!_mayHoldHostCopies) return;
+        int kept;
         try
         {
             try
             {
-                c.DissolveHostCopies();
+                kept = c.DissolveHostCopies(keepUnwritten);
             }
             catch
             {
@@ -86,6 +89,6 @@ public sealed partial class VmSpace
             c.RegrantHostCopies();
             throw;
         }
-        _mayHoldHostCopies = false;
+        if (kept == 0) _mayHoldHostCopies = false;
     }
 }

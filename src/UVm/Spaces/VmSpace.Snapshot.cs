@@ -16,7 +16,8 @@ public sealed partial class VmSpace
     /// copied), or, when the space uses host copies, a writable one of a private page
     /// (<paramref name="isPrivate"/>: not shared memory such as linear frames, whose writes must
     /// reach their frames) becomes a host copy here and in the snapshot. I/O memory is kept open. From now on the space logs its changes against it.
-    /// Host copies the space held are dissolved first (their contents go to frames).
+    /// Host copies the host made are dissolved first (their contents go to frames); those it did
+    /// not make stay host copies, their frames shared with the new snapshot too.
     /// </summary>
     /// <remarks>Waits for live cursors of other threads; the calling thread must hold none of this space.</remarks>
     /// <exception cref="ObjectDisposedException">The space was disposed.</exception>
@@ -26,7 +27,7 @@ public sealed partial class VmSpace
     internal TableSnapshot CaptureTable(Func<ulong, bool> isPrivate)
     {
         ThrowIfDisposed();
-        DissolveHostCopies(stop: false);
+        DissolveHostCopies(stop: false, keepUnwritten: true); // the copies' contents go to frames, the others share theirs
         var snapshot = new TableSnapshot(Pool, Size);
         CopyTableOnWrite(snapshot.Table, child: null, snapshot.Keep, copied: () => (_pt.Changes ??= new PtChangeLog()).Clear(snapshot), halfMade: snapshot,
             hostCopyAt: UsesHostCopies ? isPrivate : null);
