@@ -11,7 +11,10 @@ public abstract record VmQueriedItem(PageProperty Prop) : IDisposable
 
 /// <summary>
 /// A tracked frame of the space's pool is mapped. <see cref="Frame"/> is a new handle (one
-/// reference) that the receiver owns: dispose the item, or the frame, when done.
+/// reference) that the receiver owns: dispose the item, or the frame, when done. For a host
+/// copy (<see cref="VmSpaceOptions.HostCopies"/>) it is the frame shared with the snapshot: once
+/// the guest wrote the page, the page's contents are the host's copy in the arena (read them
+/// through the space's readers), not the frame's.
 /// </summary>
 /// <param name="Frame">The mapped frame.</param>
 /// <param name="Prop">The slot's properties.</param>
