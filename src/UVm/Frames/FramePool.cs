@@ -174,6 +174,23 @@ public sealed unsafe partial class FramePool : IDisposable
         if (after <= 1) ThrowBadRef(paddr, after);
     }
 
+    /// <summary>
+    /// <see cref="AddRef"/> of the frame at <paramref name="paddr"/>, whose frame number is even,
+    /// and of the one after it, with one atomic add on the two counts' 8 bytes (little-endian: the
+    /// first count is the low half). A count cannot carry into the other: it would have to pass
+    /// 2^31, and one at -1 is reported as a bad reference before anything else.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal void AddRefPair(ulong paddr)
+    {
+        System.Diagnostics.Debug.Assert(((paddr >> Paging.PageShift) & 1) == 0);
+        // SAFETY: the counts of an even frame and the next lie in one 8-byte-aligned slot of the
+        // page-aligned metadata mapping; both frames are the pool's (callers hold references).
+        long after = Interlocked.Add(ref Unsafe.As<int, long>(ref RefSlot(paddr)), 0x1_0000_0001L);
+        if ((int)after <= 1) ThrowBadRef(paddr, (int)after);
+        if ((int)(after >> 32) <= 1) ThrowBadRef(paddr + Paging.PageSize, (int)(after >> 32));
+    }
+
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal void Release(ulong paddr)
     {

@@ -151,16 +151,21 @@ internal static class PtFork
                 after[i] = Pte.IsPresent(pte) ? Shared(pte, share, vaBase + (ulong)i * Paging.PageSize, hostCopyAt) : 0;
             }
             nodes.Leaves(vaBase, src.Ptes, after);
+            int present = 0;
             for (int i = 0; i < Paging.EntriesPerNode; i++)
             {
                 if (after[i] == 0) continue;
+                present++;
                 if (after[i] != src.Ptes[i] && lockSource)
                 {
                     (mask ??= new ulong[Paging.EntriesPerNode / 64])[i >> 6] |= 1UL << (i & 63);
                     src.Ptes[i] = after[i];
                 }
-                dst.SetLeaf(i, after[i]);
             }
+            // The copy's node is new, so empty: its entries in one go.
+            System.Diagnostics.Debug.Assert(dst.ValidCount == 0);
+            after.CopyTo(dst.Ptes);
+            dst.ValidCount = present;
             return;
         }
         for (int i = 0; i < Paging.EntriesPerNode; i++)

@@ -128,6 +128,7 @@ public sealed partial class VmSpace
     /// file with one protection, one per entry of I/O memory (which this space must hold).
     /// </summary>
     /// <exception cref="UVmException"><see cref="UVmError.HostMappingLimit"/>: the budget refused.</exception>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)] // a hot loop: no unoptimized first tier
     internal void IssueMirrorRuns(TlbFlusher flusher, ulong vaBase, ReadOnlySpan<ulong> entries)
     {
         const ulong hostBits = Pte.Readable | Pte.Writable | Pte.NoExec | Pte.HostCopy;
@@ -154,10 +155,26 @@ public sealed partial class VmSpace
     }
 
     /// <summary>Takes one reference on the frame of each tracked entry of <paramref name="entries"/> (0 where none).</summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
     internal void AddRefs(ReadOnlySpan<ulong> entries)
     {
-        foreach (ulong e in entries)
-            if (e != 0 && !Pte.IsUntracked(e)) Pool.AddRef(Pte.Paddr(e));
+        for (int i = 0; i < entries.Length; i++)
+        {
+            ulong e = entries[i];
+            if (e == 0 || Pte.IsUntracked(e)) continue;
+            ulong paddr = Pte.Paddr(e);
+            // Two frames in a row, the first of an even number: one atomic add for both counts.
+            if (((paddr >> Paging.PageShift) & 1) == 0 && i + 1 < entries.Length && entries[i + 1] is var next
+                && next != 0 && !Pte.IsUntracked(next) && Pte.Paddr(next) == paddr + Paging.PageSize)
+            {
+                Pool.AddRefPair(paddr);
+                i++;
+            }
+            else
+            {
+                Pool.AddRef(paddr);
+            }
+        }
     }
 
     /// <summary>Options for a space of the same size, pool, host guard and mapping budget as this one.</summary>
@@ -194,6 +211,7 @@ public sealed partial class VmSpace
                 _parentFlusher.IssueTlbFlush(Pte.IsHostCopy(after) ? _parent.MirrorOf(va, size, after)!.Value : TlbFlushOp.ForProtect(va, size, Pte.HostProt(after)));
         }
 
+        [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
         public void Leaves(ulong vaBase, ReadOnlySpan<ulong> before, ReadOnlySpan<ulong> after)
         {
             // As Leaf, a run at a time: everything that can refuse first, references last.

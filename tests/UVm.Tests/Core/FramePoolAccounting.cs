@@ -20,6 +20,23 @@ public sealed class FramePoolAccounting : SpaceFixture
     }
 
     [Test]
+    public void A_pair_add_ref_counts_both_frames_once()
+    {
+        var pool = SmallPool();
+        using USegment seg = pool.AllocSegment(4);
+        ulong even = (seg.Paddr >> 12) % 2 == 0 ? seg.Paddr : seg.Paddr + Page;
+        Assert.That((even >> 12) % 2, Is.Zero, "precondition: an even frame number");
+        pool.AddRefPair(even);
+        Assert.That(pool.ReferenceCount(even), Is.EqualTo(2));
+        Assert.That(pool.ReferenceCount(even + Page), Is.EqualTo(2), "the next frame's count, not the same one twice");
+        Assert.That(pool.ReferenceCount(even + 2 * Page), Is.EqualTo(1), "no carry into a third");
+        pool.Release(even);
+        pool.Release(even + Page);
+        Assert.That(pool.ReferenceCount(even), Is.EqualTo(1));
+        Assert.That(pool.ReferenceCount(even + Page), Is.EqualTo(1));
+    }
+
+    [Test]
     public void No_frame_is_in_use_after_every_space_and_handle_is_disposed()
     {
         var pool = Later(new FramePool(16 * MiB));
