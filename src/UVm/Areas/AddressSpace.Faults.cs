@@ -67,7 +67,9 @@ public sealed partial class AddressSpace
         bool marked = false;
         try
         {
-            if (_disposed != 0 || !_areas.TryFind(info.Address, out VmArea? area))
+            // The space's own state, not this object's flag: Dispose sets that before the space
+            // closes, and a fault meanwhile is resolved like any other (the space's Dispose waits for it).
+            if (Space.IsDisposed || !_areas.TryFind(info.Address, out VmArea? area))
             {
                 Interlocked.Increment(ref Stats._refused);
                 return false;
