@@ -58,6 +58,52 @@ internal sealed partial class PtCursor
     }
 
     /// <summary>
+    /// Removes every leaf under the guard node of a fresh mutable cursor over the whole table
+    /// (locking each node below on the way down, so cursors of other threads still inside are
+    /// waited for) and drops every node below it, adding the frame addresses of the tracked
+    /// leaves to <paramref name="tracked"/>, one array per node: what a space's dispose does, one
+    /// walk over the nodes instead of a <see cref="TakeNext"/> per slot. Not journaled.
+    /// </summary>
+    internal void TakeAll(List<ulong[]> tracked)
+    {
+        System.Diagnostics.Debug.Assert(BarrierStart == 0 && BarrierEnd == _pt.Size && _level == _guardLevel);
+        TakeAllUnder(GuardNode, _guardLevel, tracked, new ulong[Paging.EntriesPerNode]);
+    }
+
+    private void TakeAllUnder(PtNode node, int level, List<ulong[]> tracked, ulong[] frames)
+    {
+        int n = 0;
+        for (int i = 0; i < Paging.EntriesPerNode; i++)
+        {
+            ulong pte = node.Ptes[i];
+            if (!Pte.IsPresent(pte)) continue;
+            if (Pte.IsLast(pte, level))
+            {
+                if (!Pte.IsUntracked(pte)) frames[n++] = Pte.Paddr(pte);
+            }
+            else
+            {
+                if (n > 0) tracked.Add(frames[..n]); // the child fills the buffer in turn
+                n = 0;
+                // A cursor of another thread may hold a node below: wait for it, as a descent does.
+                PtNode child = node.Children![i]!;
+                child.Lock();
+                try
+                {
+                    TakeAllUnder(child, level - 1, tracked, frames);
+                }
+                finally
+                {
+                    child.Unlock();
+                }
+                _pt.NodeDropped(level - 1);
+            }
+            node.Clear(i);
+        }
+        if (n > 0) tracked.Add(frames[..n]);
+    }
+
+    /// <summary>
     /// Removes the first mapped slot in <c>[Va, Va + len)</c> and moves past it; an untracked
     /// huge entry only partly in the range is split first. Returns the removed slot, or a
     /// default slot (not mapped) when the range held no mapping, with the cursor at its end.

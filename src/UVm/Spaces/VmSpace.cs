@@ -291,16 +291,11 @@ public sealed partial class VmSpace : IDisposable
 
         // Take the whole table (waiting for other cursors), empty it, then drop the arena in
         // one munmap: that is the flush after which the frames may be released.
-        var frames = new List<ulong>();
+        var frames = new List<ulong[]>();
         var cursor = new PtCursor(_pt, 0, Size, mutable: true);
         try
         {
-            while (true)
-            {
-                PtSlot slot = cursor.TakeNext(Size - cursor.Va);
-                if (!slot.IsMapped) break;
-                if (!Pte.IsUntracked(slot.Entry)) frames.Add(Pte.Paddr(slot.Entry));
-            }
+            cursor.TakeAll(frames);
         }
         finally
         {
@@ -310,7 +305,8 @@ public sealed partial class VmSpace : IDisposable
         // refused both the unmap and the reset, they are leaked rather than handed to another owner.
         bool unreachable = _arena.Release();
         Budget.Retire();
-        if (unreachable) Pool.ReleaseMany(System.Runtime.InteropServices.CollectionsMarshal.AsSpan(frames));
+        if (unreachable)
+            foreach (ulong[] some in frames) Pool.ReleaseMany(some);
         Pool.Trim();
         lock (_ioMems)
         {
