@@ -5,6 +5,7 @@ using UVm.Interop;
 using UVm.Io;
 using UVm.Spaces;
 using UVm.Tests.Snapshots;
+using static UVm.Tests.TestSupport.Refusals;
 
 namespace UVm.Tests.Hardening;
 
@@ -27,12 +28,6 @@ public sealed class HostileHostCopies : HostCopyFixture
 
     /// <summary>The calls refused.</summary>
     private static readonly string[] Calls = { "Reset", "Snapshot", "Fork", "ResetWriteWatch", "Unmap", "Protect" };
-
-    private static Exception? Catch(Action action)
-    {
-        try { action(); return null; }
-        catch (Exception e) { return e; }
-    }
 
     /// <summary>What a space holds for the guest: every mapped page of the two areas and its bytes, read from the host (no fault).</summary>
     private static SortedDictionary<ulong, byte[]> ContentsOf(AddressSpace space)
@@ -86,35 +81,6 @@ public sealed class HostileHostCopies : HostCopyFixture
         WriteU64(space, LazyVa + 2 * Page, 4242);
         Assert.That(CopiedPages(space, Span(AreaVa, AreaLen * Page)), Is.EqualTo(written.Select(i => area + i * Page)), "precondition: nine written host copies");
         return (space, snapshot, written);
-    }
-
-    /// <summary>
-    /// Refuses the <c>skip</c>-th call at <paramref name="site"/> of the call <paramref name="setUp"/>
-    /// makes, for skip = 0, 1, ... until a run makes no such call; a refusal must be a
-    /// <see cref="UVmException"/> of <see cref="UVmError.HostNoMemory"/> or none at all, and
-    /// <paramref name="check"/> sees the outcome. Returns the refusals made.
-    /// </summary>
-    private static int RefuseEachCall(HostCallSite site, Func<Action> setUp, Action<Exception?, int> check, string what)
-    {
-        int total = 0;
-        for (int skip = 0; skip < 64; skip++)
-        {
-            Action call = setUp();
-            Exception? e;
-            int refused;
-            using (HostRefusal.Scope scope = HostRefusal.Arm(site, ENOMEM, skip: skip, count: 1))
-            {
-                e = Catch(call);
-                refused = scope.Refused;
-            }
-            if (e != null && refused == 0) Assert.Fail($"{what}: failed with no refusal: {e}");
-            if (e != null)
-                Assert.That(e, Is.InstanceOf<UVmException>().With.Property("Error").EqualTo(UVmError.HostNoMemory), $"{what}, {site} call {skip} refused: {e}");
-            check(e, refused);
-            total += refused;
-            if (refused == 0) break;
-        }
-        return total;
     }
 
     // ---- 8. refusals ------------------------------------------------------------------------

@@ -7,6 +7,7 @@ using UVm.Interop;
 using UVm.Io;
 using UVm.Spaces;
 using UVm.Tests.Areas;
+using static UVm.Tests.TestSupport.Refusals;
 
 namespace UVm.Tests.Hardening;
 
@@ -84,12 +85,6 @@ public sealed class HostileSnapshots : AreaFixture
         for (ulong i = 0; i < AreaPages; i++)
             Assert.That(ReadU64(space, area + i * Page), Is.EqualTo(i < 16 ? 100 + i : 0UL), $"{what}: page {i}");
         Assert.That(space.Areas.Select(a => a.Range), Is.EqualTo(new[] { Span(area, AreaPages * Page), Span(4 * MiB, 4 * Page) }), $"{what}: areas");
-    }
-
-    private static Exception? Catch(Action action)
-    {
-        try { action(); return null; }
-        catch (Exception e) { return e; }
     }
 
     // ---- extreme ranges, null, disposed, other shapes -------------------------------------
@@ -488,35 +483,6 @@ public sealed class HostileSnapshots : AreaFixture
 
     /// <summary>Every host call site, by name (the enum is internal; NUnit needs public parameter types).</summary>
     private static readonly string[] Sites = Enum.GetNames<HostCallSite>();
-
-    /// <summary>
-    /// Refuses the <c>skip</c>-th call at <paramref name="site"/> of <paramref name="call"/>, for
-    /// skip = 0, 1, ... until a run makes no such call; each refusal must be a
-    /// <see cref="UVmException"/> of <see cref="UVmError.HostNoMemory"/> (the errno is ENOMEM) or
-    /// none at all, and <paramref name="check"/> sees the outcome. Returns the refusals made.
-    /// </summary>
-    private static int RefuseEachCall(HostCallSite site, Func<Action> setUp, Action<Exception?, int> check, string what)
-    {
-        int total = 0;
-        for (int skip = 0; skip < 64; skip++)
-        {
-            Action call = setUp();
-            Exception? e;
-            int refused;
-            using (HostRefusal.Scope scope = HostRefusal.Arm(site, ENOMEM, skip: skip, count: 1))
-            {
-                e = Catch(call);
-                refused = scope.Refused;
-            }
-            if (e != null && refused == 0) Assert.Fail($"{what}: failed with no refusal: {e}");
-            if (e != null)
-                Assert.That(e, Is.InstanceOf<UVmException>().With.Property("Error").EqualTo(UVmError.HostNoMemory), $"{what}, {site} call {skip} refused: {e}");
-            check(e, refused);
-            total += refused;
-            if (refused == 0) break;
-        }
-        return total;
-    }
 
     [Test]
     public void Reset_refused_at_any_host_call_leaves_the_space_exactly_as_it_was([ValueSource(nameof(Sites))] string siteName)

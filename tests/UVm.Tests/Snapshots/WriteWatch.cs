@@ -4,6 +4,7 @@ using UVm.Faults;
 using UVm.Frames;
 using UVm.Spaces;
 using UVm.Tests.Areas;
+using static UVm.Tests.TestSupport.Refusals;
 
 namespace UVm.Tests.Snapshots;
 
@@ -143,12 +144,6 @@ public sealed class WriteWatch : AreaFixture
         gone.Dispose();
         Assert.Throws<ObjectDisposedException>(() => gone.ResetWriteWatch(Span(0, Page)));
         Assert.Throws<ObjectDisposedException>(() => gone.WrittenPages(Span(0, Page)));
-    }
-
-    private static Exception? Catch(Action action)
-    {
-        try { action(); return null; }
-        catch (Exception e) { return e; }
     }
 
     [Test]
