@@ -15,14 +15,16 @@ public sealed partial class VmSpace
     /// the snapshot's and loses write access here (copy-on-write, as after a fork; nothing is
     /// copied), or, when the space uses host copies, a writable one of a private page
     /// (<paramref name="isPrivate"/>: not shared memory such as linear frames, whose writes must
-    /// reach their frames) becomes a host copy here and in the snapshot. I/O memory is kept open. From now on the space logs its changes against it.
-    /// Host copies the host made are dissolved first (their contents go to frames); those it did
-    /// not make stay host copies, their frames shared with the new snapshot too.
+    /// reach their frames) becomes a host copy here and in the snapshot. I/O memory is kept open.
+    /// From now on the space logs its changes against it. Host copies the host made are dissolved
+    /// first (their contents go to frames); those it did not make stay host copies, their frames
+    /// shared with the new snapshot too.
     /// </summary>
     /// <remarks>Waits for live cursors of other threads; the calling thread must hold none of this space.</remarks>
     /// <exception cref="ObjectDisposedException">The space was disposed.</exception>
-    /// <exception cref="UVmException"><see cref="UVmError.HostMappingLimit"/>: write-protecting would pass the
-    /// budget (the space is left exactly as it was); <see cref="UVmError.HostNoMemory"/> or
+    /// <exception cref="UVmException"><see cref="UVmError.NoMemory"/>: no frame for a host copy (nothing changed);
+    /// <see cref="UVmError.HostMappingLimit"/>: write-protecting would pass the budget (the space is left as it
+    /// was, but for host copies that became frames of its own); <see cref="UVmError.HostNoMemory"/> or
     /// <see cref="UVmError.HostRefused"/>: the host refused the write-protection (the space keeps write-protected entries).</exception>
     internal TableSnapshot CaptureTable(Func<ulong, bool> isPrivate)
     {
