@@ -32,7 +32,8 @@ internal interface INodeForkVisitor : IForkVisitor
 
 /// <summary>
 /// The page-table half of a copy-on-write fork: copies every node under a cursor's guard into a
-/// fresh table, sharing the frames and removing write access from tracked leaves in both.
+/// fresh table, sharing the frames and removing write access from tracked leaves in both (or, for
+/// a snapshot of a space with host copies, making its private writable leaves host copies).
 /// </summary>
 internal static class PtFork
 {
@@ -83,7 +84,8 @@ internal static class PtFork
     /// <summary>
     /// Copies every node of <paramref name="frozen"/>, a table nobody changes any more (a
     /// snapshot's), into the empty table <paramref name="child"/>, without taking its locks: its
-    /// tracked leaves already lack write access, so nothing in it changes either.
+    /// leaves are shared as they are (tracked ones lack write access, or are host copies), so
+    /// nothing in it changes either.
     /// </summary>
     /// <remarks>
     /// Without <paramref name="hostCopies"/> the frozen table's host copies become ordinary
