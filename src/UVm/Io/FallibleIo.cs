@@ -14,7 +14,10 @@ namespace UVm.Io;
 /// A resolution that claims success but leaves the access failing is believed at most
 /// <see cref="MaxRetriesWithoutProgress"/> times in a row for one access (wherever it faults:
 /// a handler that maps one page by unmapping another cannot make an access spin), then the
-/// access is reported as a fault. Every byte a copy moves starts the count again.
+/// access is reported as a fault. Every byte a copy moves starts the count again. So does an
+/// access whose page other threads keep taking rights from (forks, snapshots or resets of the
+/// space, one after the other, each landing between a resolution and the retry): it too may end
+/// with <see cref="UVmError.PageFault"/> at that page, and succeeds when tried again.
 /// </remarks>
 [SkipLocalsInit] // the value locals of single accesses are written by the primitive before they are read
 public static unsafe class FallibleIo

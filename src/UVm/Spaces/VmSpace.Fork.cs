@@ -177,8 +177,8 @@ public sealed partial class VmSpace
         }
     }
 
-    /// <summary>Options for a space of the same size, pool, host guard and mapping budget as this one.</summary>
-    internal VmSpaceOptions SameShape() => new() { Size = Size, HostGuardSize = _arena.HostGuard, Pool = Pool, MaxHostMappings = Budget.Limit, HostCopies = !_hostCopiesOff };
+    /// <summary>Options for a space of the same size, pool, host guard, mapping budget and host-copy option as this one (a write watch of this space is not passed on).</summary>
+    internal VmSpaceOptions SameShape() => new() { Size = Size, HostGuardSize = _arena.HostGuard, Pool = Pool, MaxHostMappings = Budget.Limit, HostCopies = _hostCopiesWanted };
 
     /// <summary>
     /// Takes the copy's references and queues the host updates, run by run: the parent's

@@ -10,7 +10,8 @@ namespace UVm.Spaces;
 // in its frames (a fork, a snapshot, the write watch) dissolves them first.
 public sealed partial class VmSpace
 {
-    private bool _hostCopiesOff;
+    private bool _hostCopiesWanted;  // VmSpaceOptions.HostCopies, passed on to the spaces made from this one
+    private bool _hostCopiesOff;     // not wanted, or a write watch started here
     private volatile bool _mayHoldHostCopies;
 
     /// <summary>

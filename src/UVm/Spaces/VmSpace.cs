@@ -64,6 +64,7 @@ public sealed partial class VmSpace : IDisposable
         _arena = new HostArena(options.Size, options.HostGuardSize);
         Budget = new HostMappingBudget(_arena.Base, options.Size, options.MaxHostMappings ?? HostMappingBudget.ProcessLimit);
         _pt = new PageTable.PageTable(options.Size);
+        _hostCopiesWanted = options.HostCopies;
         _hostCopiesOff = !options.HostCopies;
         Created?.Invoke(this);
         _constructed = true;

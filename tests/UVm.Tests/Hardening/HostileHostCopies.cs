@@ -340,7 +340,7 @@ public sealed class HostileHostCopies : HostCopyFixture
         for (ulong i = 0; i < AreaLen; i++) WriteU64(Parent, area + i * Page, 1000 + i);
         VmSnapshot snapshot = Track(Parent.Snapshot());
         var last = new ulong[AreaLen]; // the writer's last sequence number per page (only the writer writes it until it stops)
-        long writes = 0;
+        long writes = 0, contended = 0;
         var stop = new ManualResetEventSlim();
         int writerSeed = random.Next();
         TestThread writer = TestThread.Start("writer", () =>
@@ -353,8 +353,17 @@ public sealed class HostileHostCopies : HostCopyFixture
                 ulong word = (ulong)r.Next(2) * (Page - 8); // the first or the last word of the page
                 // Published before the store: whatever a page holds was published first.
                 Volatile.Write(ref last[page], seq);
-                VmWriter<Fallible> w = Parent.Space.Writer(area + page * Page + word, 8);
-                IoResult<ulong> done = w.AtomicStore(Tagged(page, seq));
+                // A store whose page the other thread keeps taking rights from (a fork, a snapshot,
+                // a reset landing between each resolution and its retry) may give up with a page
+                // fault (FallibleIo's retry bound); tried again, it must succeed.
+                IoResult<ulong> done = default;
+                for (int attempt = 0; attempt < 1000; attempt++)
+                {
+                    VmWriter<Fallible> w = Parent.Space.Writer(area + page * Page + word, 8);
+                    done = w.AtomicStore(Tagged(page, seq));
+                    if (done.IsOk || done.Error != UVmError.PageFault) break;
+                    Interlocked.Increment(ref contended);
+                }
                 if (!done.IsOk) throw new AssertionException($"write {seq} to page {page} failed: {done.Error}");
                 Interlocked.Increment(ref writes);
             }
@@ -401,7 +410,7 @@ public sealed class HostileHostCopies : HostCopyFixture
             writer.Join(TimeSpan.FromSeconds(30));
             Parent.Space.Activate();
         }
-        TestContext.Out.WriteLine($"seed {seed}: {Interlocked.Read(ref writes)} writes racing {resets} resets, {forks} forks, {snapshots} snapshots");
+        TestContext.Out.WriteLine($"seed {seed}: {Interlocked.Read(ref writes)} writes racing {resets} resets, {forks} forks, {snapshots} snapshots ({Interlocked.Read(ref contended)} stores tried again after a page fault under contention)");
         Assert.That(Interlocked.Read(ref writes), Is.GreaterThan(0), "the writer wrote");
         for (ulong p = 0; p < AreaLen; p++)
         {
