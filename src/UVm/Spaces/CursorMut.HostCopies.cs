@@ -157,6 +157,14 @@ public sealed partial class CursorMut
             _pt.MoveForward();
         }
         if (copies.Count == 0) return 0;
+        if (keepUnwritten)
+        {
+            // Nothing to dissolve if the host copied nothing: a write after this look is one made
+            // after the snapshot, in a copy that stays one.
+            var any = new List<(ulong Start, ulong End)>();
+            _space.FindHostCopies(_pt.BarrierStart, end, any);
+            if (any.Count == 0) return copies.Count;
+        }
         ProtectHostCopies(copies, Libc.PROT_WRITE, throwIfRefused: true); // write access away
         var written = new List<(ulong Start, ulong End)>();
         _space.FindHostCopies(_pt.BarrierStart, end, written);
