@@ -111,7 +111,7 @@ internal static partial class AreaBenchmarks
                 {
                     if (space.Areas.Count > 0) space.Unmap(range);
                     pool.Trim();
-                    CheckEmpty(pool, "after unmapping the area", noReservations: false);
+                    Scenario.CheckEmpty(pool, "after unmapping the area", noReservations: false);
                     space.Map(len, backend, new VmMapOptions { Addr = AreaBase, Flags = PageFlags.RW });
                 },
                 sample: () =>

@@ -585,51 +585,8 @@ internal static partial class AreaBenchmarks
 
     // ---- harness ------------------------------------------------------------------------------
 
-    /// <summary>
-    /// Runs <paramref name="run"/> with a fresh pool of <see cref="PoolSize"/> bytes, then checks
-    /// that every frame came back and every chunk reservation went (throws otherwise, putting
-    /// <paramref name="context"/>'s text first) and disposes the pool. A pool with frames still
-    /// in use cannot be disposed; it is left to the process.
-    /// </summary>
-    private static T WithPool<T>(Func<FramePool, T> run, Func<string>? context = null)
-    {
-        var pool = new FramePool(PoolSize);
-        T result;
-        try
-        {
-            result = run(pool);
-        }
-        catch
-        {
-            if (pool.FramesInUse == 0) pool.Dispose();
-            throw;
-        }
-        finally
-        {
-            VmSpace.Deactivate();
-        }
-        pool.Trim();
-        try
-        {
-            CheckEmpty(pool, "after every space of the scenario was disposed");
-        }
-        catch (InvalidOperationException e)
-        {
-            throw new InvalidOperationException((context?.Invoke() ?? "") + e.Message, e);
-        }
-        pool.Dispose();
-        return result;
-    }
-
-    /// <summary>
-    /// Throws unless no frame of <paramref name="pool"/> is in use and, with
-    /// <paramref name="noReservations"/> (every space disposed), no chunk is reserved.
-    /// </summary>
-    private static void CheckEmpty(FramePool pool, string when, bool noReservations = true)
-    {
-        if (pool.FramesInUse != 0) throw new InvalidOperationException($"{pool.FramesInUse} frames still in use {when}");
-        if (noReservations && pool.ReservedChunks != 0) throw new InvalidOperationException($"{pool.ReservedChunks} chunks still reserved {when}");
-    }
+    /// <summary><see cref="Scenario.WithPool"/> with a pool of <see cref="PoolSize"/> bytes.</summary>
+    private static T WithPool<T>(Func<FramePool, T> run, Func<string>? context = null) => Scenario.WithPool(PoolSize, run, context);
 
 
 

@@ -70,4 +70,50 @@ internal static class Scenario
     /// <summary>"16 MiB", "1 GiB".</summary>
     internal static string Size(ulong bytes) =>
         bytes >= 1UL << 30 && bytes % (1UL << 30) == 0 ? Program.Inv($"{bytes >> 30} GiB") : Program.Inv($"{(double)bytes / (1UL << 20):0} MiB");
+
+    /// <summary>
+    /// Runs <paramref name="run"/> with a fresh pool of <paramref name="poolSize"/> bytes, then
+    /// checks that every frame came back and every chunk reservation went (throws otherwise,
+    /// putting <paramref name="context"/>'s text first) and disposes the pool. A pool with frames
+    /// still in use cannot be disposed; it is left to the process.
+    /// </summary>
+    internal static T WithPool<T>(ulong poolSize, Func<FramePool, T> run, Func<string>? context = null)
+    {
+        var pool = new FramePool(poolSize);
+        T result;
+        try
+        {
+            result = run(pool);
+        }
+        catch
+        {
+            if (pool.FramesInUse == 0) pool.Dispose();
+            throw;
+        }
+        finally
+        {
+            Spaces.VmSpace.Deactivate();
+        }
+        pool.Trim();
+        try
+        {
+            CheckEmpty(pool, "after every space and snapshot of the scenario was disposed");
+        }
+        catch (InvalidOperationException e)
+        {
+            throw new InvalidOperationException((context?.Invoke() ?? "") + e.Message, e);
+        }
+        pool.Dispose();
+        return result;
+    }
+
+    /// <summary>
+    /// Throws unless no frame of <paramref name="pool"/> is in use and, with
+    /// <paramref name="noReservations"/> (every space disposed), no chunk is reserved.
+    /// </summary>
+    internal static void CheckEmpty(FramePool pool, string when, bool noReservations = true)
+    {
+        if (pool.FramesInUse != 0) throw new InvalidOperationException($"{pool.FramesInUse} frames still in use {when}");
+        if (noReservations && pool.ReservedChunks != 0) throw new InvalidOperationException($"{pool.ReservedChunks} chunks still reserved {when}");
+    }
 }

@@ -515,33 +515,8 @@ internal static class SnapshotBenchmarks
 
     // ---- harness -----------------------------------------------------------------------------------
 
-    /// <summary>
-    /// Runs <paramref name="run"/> with a fresh pool, then checks that every frame came back and
-    /// every chunk reservation went (throws otherwise) and disposes the pool.
-    /// </summary>
-    private static T WithPool<T>(Func<FramePool, T> run)
-    {
-        var pool = new FramePool(PoolSize);
-        T result;
-        try
-        {
-            result = run(pool);
-        }
-        catch
-        {
-            if (pool.FramesInUse == 0) pool.Dispose();
-            throw;
-        }
-        finally
-        {
-            VmSpace.Deactivate();
-        }
-        pool.Trim();
-        if (pool.FramesInUse != 0) throw new InvalidOperationException($"{pool.FramesInUse} frames still in use after every space and snapshot was disposed");
-        if (pool.ReservedChunks != 0) throw new InvalidOperationException($"{pool.ReservedChunks} chunks still reserved after every space and snapshot was disposed");
-        pool.Dispose();
-        return result;
-    }
+    /// <summary><see cref="Scenario.WithPool"/> with a pool of <see cref="PoolSize"/> bytes.</summary>
+    private static T WithPool<T>(Func<FramePool, T> run) => Scenario.WithPool(PoolSize, run);
 
 
     private static string FmtRatio(double? x) => x is { } r ? Program.Inv($"{r:F2}x") : "-";
