@@ -171,6 +171,17 @@ internal static unsafe class HostCopies
         }
     }
 
+    /// <summary>
+    /// Whether <c>[va, va + size)</c> overlaps one of <paramref name="written"/> (address order),
+    /// for callers going through ascending slots: <paramref name="at"/> is where the previous call
+    /// stopped (start at 0).
+    /// </summary>
+    internal static bool Overlaps(List<(ulong Start, ulong End)> written, ref int at, ulong va, ulong size)
+    {
+        while (at < written.Count && written[at].End <= va) at++;
+        return at < written.Count && written[at].Start < va + size;
+    }
+
     /// <summary>The pages of <paramref name="ranges"/>, counted.</summary>
     internal static int Pages(List<(ulong Start, ulong End)> ranges)
     {

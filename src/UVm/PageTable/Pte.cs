@@ -92,6 +92,19 @@ internal static class Pte
         return new PageProperty(f, (CachePolicy)((pte >> CacheShift) & 7), p);
     }
 
+    /// <summary>
+    /// Whether tracked leaf <paramref name="next"/>, <paramref name="offset"/> bytes after tracked
+    /// leaf <paramref name="first"/>, continues its host mapping: the frame that far on in the
+    /// file, the same host rights and the same kind of mapping (a host copy or not). Such leaves
+    /// are mirrored by one host mapping.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static bool ContinuesMapping(ulong first, ulong next, ulong offset)
+    {
+        const ulong hostBits = Present | Readable | Writable | NoExec | HostCopy | Untracked;
+        return (next & hostBits) == (first & hostBits) && !IsUntracked(first) && Paddr(next) == Paddr(first) + offset;
+    }
+
     /// <summary>The host protection (<c>PROT_*</c>) that mirrors a leaf entry.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal static int HostProt(ulong pte) =>

@@ -103,6 +103,12 @@ public sealed partial class CursorMut
     /// </summary>
     internal void RegrantHostCopies()
     {
+        ProtectHostCopies(HostCopySlots(), 0, throwIfRefused: false);
+    }
+
+    /// <summary>The host-copy leaves of the cursor's range, in address order.</summary>
+    private List<PtSlot> HostCopySlots()
+    {
         var copies = new List<PtSlot>();
         ulong end = _pt.BarrierEnd;
         _pt.Jump(_pt.BarrierStart);
@@ -112,7 +118,7 @@ public sealed partial class CursorMut
             if (Pte.IsHostCopy(slot.Entry)) copies.Add(slot);
             _pt.MoveForward();
         }
-        ProtectHostCopies(copies, 0, throwIfRefused: false);
+        return copies;
     }
 
     /// <summary>
@@ -148,14 +154,7 @@ public sealed partial class CursorMut
     internal int DissolveHostCopies(bool keepUnwritten)
     {
         ulong end = _pt.BarrierEnd;
-        var copies = new List<PtSlot>();
-        _pt.Jump(_pt.BarrierStart);
-        while (_pt.Va < end && _pt.FindNext(end - _pt.Va) is not null)
-        {
-            PtSlot slot = _pt.Query();
-            if (Pte.IsHostCopy(slot.Entry)) copies.Add(slot);
-            _pt.MoveForward();
-        }
+        List<PtSlot> copies = HostCopySlots();
         if (copies.Count == 0) return 0;
         if (keepUnwritten)
         {
@@ -171,8 +170,7 @@ public sealed partial class CursorMut
         int w = 0, kept = 0;
         foreach (PtSlot slot in copies)
         {
-            while (w < written.Count && written[w].End <= slot.Va) w++;
-            bool copied = w < written.Count && written[w].Start < slot.Va + slot.Size;
+            bool copied = HostCopies.Overlaps(written, ref w, slot.Va, slot.Size);
             if (!copied && keepUnwritten)
             {
                 // Stays a host copy: its rights back on the host, in the same batch.

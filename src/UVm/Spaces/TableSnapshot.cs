@@ -141,8 +141,7 @@ internal sealed class TableSnapshot : IDisposable
         }
 
         private readonly bool Continues(ulong entry) =>
-            _entry == 0 ? entry == 0
-            : entry != 0 && !Pte.IsUntracked(entry) && (entry & ~Pte.AddrMask) == (_entry & ~Pte.AddrMask) && Pte.Paddr(entry) == Pte.Paddr(_entry) + _len;
+            _entry == 0 ? entry == 0 : Pte.ContinuesMapping(_entry, entry, _len);
 
         internal void Flush()
         {

@@ -108,8 +108,7 @@ public sealed partial class VmSpace
             while (cursor.Va < Size && cursor.FindNext(Size - cursor.Va) is not null)
             {
                 PtSlot slot = cursor.Query();
-                while (w < written.Count && written[w].End <= slot.Va) w++;
-                bool copied = Pte.IsHostCopy(slot.Entry) && w < written.Count && written[w].Start < slot.Va + slot.Size;
+                bool copied = HostCopies.Overlaps(written, ref w, slot.Va, slot.Size) && Pte.IsHostCopy(slot.Entry);
                 flusher.EnsureRoomForOneMore();
                 if (!copied && MirrorOf(slot.Va, slot.Size, slot.Entry) is { } op) flusher.IssueTlbFlush(op);
                 cursor.MoveForward();
@@ -131,7 +130,6 @@ public sealed partial class VmSpace
     [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)] // a hot loop: no unoptimized first tier
     internal void IssueMirrorRuns(TlbFlusher flusher, ulong vaBase, ReadOnlySpan<ulong> entries)
     {
-        const ulong hostBits = Pte.Readable | Pte.Writable | Pte.NoExec | Pte.HostCopy;
         int i = 0;
         while (i < entries.Length)
         {
@@ -142,9 +140,7 @@ public sealed partial class VmSpace
                 continue;
             }
             int start = i;
-            for (i++; !Pte.IsUntracked(e) && i < entries.Length && entries[i] != 0 && !Pte.IsUntracked(entries[i])
-                 && Pte.Paddr(entries[i]) == Pte.Paddr(e) + (ulong)(i - start) * Paging.PageSize
-                 && (entries[i] & hostBits) == (e & hostBits); i++)
+            for (i++; i < entries.Length && Pte.ContinuesMapping(e, entries[i], (ulong)(i - start) * Paging.PageSize); i++)
             {
             }
             ulong va = vaBase + (ulong)start * Paging.PageSize;
