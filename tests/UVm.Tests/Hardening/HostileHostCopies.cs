@@ -83,6 +83,60 @@ public sealed class HostileHostCopies : HostCopyFixture
         return (space, snapshot, written);
     }
 
+    // ---- Dispose racing host copies ------------------------------------------------------------
+
+    /// <summary>
+    /// An address space holding written host copies is disposed while a thread writes its pages
+    /// and another resets it: every write either lands or fails with a page fault once the space
+    /// is disposed (never an exception, never a crash), the reset either completes or says the
+    /// space is disposed, and every frame goes back to the pool (the fixture checks it).
+    /// </summary>
+    [Test, CancelAfter(60_000)]
+    public void Dispose_racing_a_writer_and_a_reset_of_written_host_copies_ends_cleanly([Values(40)] int rounds)
+    {
+        int seed = Seeds.For(nameof(Dispose_racing_a_writer_and_a_reset_of_written_host_copies_ends_cleanly));
+        var random = new Random(seed);
+        int cut = 0, resetsDone = 0, resetsRefused = 0;
+        for (int round = 0; round < rounds; round++)
+        {
+            (AddressSpace space, VmSnapshot snapshot, _) = PreparedWithCopies();
+            using var started = new CountdownEvent(2);
+            bool writerCut = false;
+            TestThread writer = TestThread.Start("writer", () =>
+            {
+                started.Signal();
+                for (ulong k = 0; k < 4096; k++)
+                {
+                    ulong page = k % AreaLen;
+                    if (page == 10) continue; // read-only until the reset (PreparedWithCopies): a write there faults by right
+                    ulong va = AreaVa + page * Page + (k % 8) * 8;
+                    if (space.Space.TryWrite(va, k)) continue;
+                    Assert.That(space.Space.IsDisposed, Is.True, "only Dispose fails a write here");
+                    writerCut = true;
+                    return;
+                }
+            });
+            Exception? resetOutcome = null;
+            TestThread resetter = TestThread.Start("resetter", () =>
+            {
+                started.Signal();
+                resetOutcome = Catch(() => space.Reset(snapshot));
+            });
+            Assert.That(started.Wait(Deadlines.Generous), Is.True, "both threads started");
+            Thread.SpinWait(random.Next(0, 20_000));
+            space.Dispose();
+            writer.Join(TimeSpan.FromSeconds(30));
+            resetter.Join(TimeSpan.FromSeconds(30));
+            Assert.That(resetOutcome, Is.Null.Or.InstanceOf<ObjectDisposedException>(), $"seed {seed}, round {round}: the reset completes or finds the space disposed");
+            if (resetOutcome == null) resetsDone++;
+            else resetsRefused++;
+            if (writerCut) cut++;
+            Assert.That(space.Space.IsDisposed, Is.True);
+        }
+        TestContext.Out.WriteLine($"seed {seed}: {rounds} rounds, {cut} writers cut by Dispose, {resetsDone} resets done, {resetsRefused} refused as disposed");
+        Assert.That(cut + resetsRefused, Is.GreaterThan(0), $"seed {seed}: Dispose raced the others in at least one round (precondition)");
+    }
+
     // ---- 8. refusals ------------------------------------------------------------------------
 
     [Test]
